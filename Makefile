@@ -1,0 +1,33 @@
+# Two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.cl-fir-installed
+RESULTS ?= results
+
+.PHONY: setup demo test test-slow bench clean
+
+setup: $(STAMP)
+
+# Re-installs only when the package definition changes; otherwise a no-op.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/cl-fir run --strategy finetune --scenario synth-4inc --seed 0 --output-dir $(RESULTS) --overwrite
+	$(BIN)/cl-fir run --strategy static --scenario synth-4inc --seed 0 --output-dir $(RESULTS) --overwrite
+	$(BIN)/cl-fir compare --root $(RESULTS) --scenario synth-4inc
+
+test: setup
+	$(BIN)/python -m pytest
+
+test-slow: setup
+	$(BIN)/python -m pytest -m slow
+
+bench: setup
+	$(BIN)/cl-fir bench
+
+clean:
+	rm -rf $(RESULTS) .pytest_cache

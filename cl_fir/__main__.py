@@ -1,0 +1,4 @@
+from cl_fir.cli import main
+
+if __name__ == "__main__":
+    main()
