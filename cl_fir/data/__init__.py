@@ -1,0 +1,1 @@
+"""Dataset readers, the synthetic generator, lazy image datasets, transforms and samplers."""
