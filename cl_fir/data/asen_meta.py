@@ -1,0 +1,212 @@
+"""Reader for the ASEN meta format shared by FashionAI, DARN, DeepFashion and synthfashion.
+
+Layout (``reference/datasets.md`` sections 1-3)::
+
+    <data_root>/meta.json                      {"<Key>": {"ATTRIBUTES": [...], "ATTRIBUTES_NUM": {...}}}
+    <data_root>/<Key>/filenames_{train,valid,test}.txt   one image path per line; line number = image id
+    <data_root>/<Key>/label_train.txt          "img_id a v [a v ...]"
+    <data_root>/<Key>/query_{valid,test}.txt   "img_id a v"
+    <data_root>/<Key>/candidate_{valid,test}.txt
+
+All ids and indices are 0-based. Nothing here opens an image: files are parsed into
+:class:`SampleTable` rows (one per annotated image-attribute pair), and images are
+loaded lazily by :mod:`cl_fir.data.image_dataset`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from cl_fir.errors import ConfigError, DataFormatError
+
+EVAL_SPLITS = ("valid", "test")
+SPLITS = ("train",) + EVAL_SPLITS
+ROLES = ("query", "candidate")
+
+
+@dataclass(frozen=True)
+class AttributeMeta:
+    """Attribute types of one dataset, in meta order (the index is the attribute id)."""
+
+    dataset: str
+    names: tuple[str, ...]
+    num_values: tuple[int, ...]
+    value_names: tuple[tuple[str, ...], ...] | None = None
+
+    @property
+    def num_attributes(self) -> int:
+        return len(self.names)
+
+    @cached_property
+    def class_offsets(self) -> np.ndarray:
+        """Global class id of (attribute a, value v) is ``class_offsets[a] + v``."""
+        return np.concatenate([[0], np.cumsum(self.num_values)[:-1]]).astype(np.int64)
+
+    @property
+    def num_classes(self) -> int:
+        return int(sum(self.num_values))
+
+    def index(self, name: str) -> int:
+        try:
+            return self.names.index(name)
+        except ValueError:
+            raise ConfigError(
+                f"unknown attribute {name!r} for dataset {self.dataset}; expected one of: {', '.join(self.names)}"
+            ) from None
+
+
+@dataclass(frozen=True)
+class SampleTable:
+    """Rows of (image id, attribute id, value index); one row per annotated pair."""
+
+    image_ids: np.ndarray
+    attributes: np.ndarray
+    values: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.image_ids.shape[0])
+
+    def subset(self, mask_or_index: np.ndarray) -> "SampleTable":
+        return SampleTable(self.image_ids[mask_or_index], self.attributes[mask_or_index], self.values[mask_or_index])
+
+    def for_attributes(self, attribute_ids) -> "SampleTable":
+        return self.subset(np.isin(self.attributes, np.asarray(list(attribute_ids))))
+
+    @staticmethod
+    def concat(tables: list["SampleTable"]) -> "SampleTable":
+        return SampleTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in ("image_ids", "attributes", "values")))
+
+
+def read_meta(data_root: Path, key: str) -> AttributeMeta:
+    """Read ``meta.json`` at the data root (ASEN) or inside ``<root>/<key>/``."""
+    candidates = [data_root / "meta.json", data_root / key / "meta.json"]
+    path = next((p for p in candidates if p.is_file()), None)
+    if path is None:
+        raise DataFormatError(
+            f"{candidates[0]}: missing (also looked for {candidates[1]}); an ASEN-format data root holds "
+            f"meta.json and a {key}/ folder with filenames_*.txt, label_train.txt, query_*.txt, candidate_*.txt"
+        )
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise DataFormatError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or key not in meta:
+        keys = ", ".join(meta) if isinstance(meta, dict) else "none"
+        raise DataFormatError(f"{path}: no entry {key!r} (entries: {keys})")
+    entry = meta[key]
+    try:
+        names = tuple(entry["ATTRIBUTES"])
+        nums = entry["ATTRIBUTES_NUM"]
+        num_values = tuple(int(nums[n]) for n in names)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataFormatError(
+            f"{path}: entry {key!r} must hold ATTRIBUTES (a list of names) and ATTRIBUTES_NUM "
+            f"(name -> number of values); problem: {exc!r}"
+        ) from None
+    if not names:
+        raise DataFormatError(f"{path}: entry {key!r} lists no ATTRIBUTES")
+    for n, v in zip(names, num_values):
+        if v < 1:
+            raise DataFormatError(f"{path}: ATTRIBUTES_NUM[{n!r}] must be >= 1, got {v}")
+    value_names = None
+    if isinstance(entry.get("ATTRIBUTES_VALUES"), dict):
+        vals = entry["ATTRIBUTES_VALUES"]
+        if all(n in vals and len(vals[n]) == k for n, k in zip(names, num_values)):
+            value_names = tuple(tuple(str(x) for x in vals[n]) for n in names)
+    return AttributeMeta(key, names, num_values, value_names)
+
+
+def _read_lines(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataFormatError(f"{path}: missing")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
+    # splitlines copes with a missing final newline (DARN's filenames files have none)
+    return text.splitlines()
+
+
+class AsenMetaDataset:
+    """One dataset in the ASEN meta format, parsed lazily and validated on read."""
+
+    def __init__(self, data_root: str | Path, key: str):
+        self.data_root = Path(data_root)
+        self.key = key
+        self.folder = self.data_root / key
+        if not self.data_root.is_dir():
+            raise DataFormatError(f"{self.data_root}: data root does not exist or is not a folder")
+        self.meta = read_meta(self.data_root, key)
+        if not self.folder.is_dir():
+            raise DataFormatError(f"{self.folder}: missing dataset folder (meta.json names {key!r})")
+        self._filenames: dict[str, list[str]] = {}
+
+    def filenames(self, split: str) -> list[str]:
+        if split not in SPLITS:
+            raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        if split not in self._filenames:
+            path = self.folder / f"filenames_{split}.txt"
+            lines = _read_lines(path)
+            names = [ln.strip() for ln in lines]
+            for i, name in enumerate(names):
+                if not name:
+                    raise DataFormatError(f"{path}:{i + 1}: empty line; expected one image path per line")
+            self._filenames[split] = names
+        return self._filenames[split]
+
+    def image_path(self, split: str, image_id: int) -> Path:
+        return self.folder / self.filenames(split)[image_id]
+
+    def train_samples(self) -> SampleTable:
+        """Rows of ``label_train.txt`` (``img_id a v [a v ...]``), one per pair."""
+        return self._parse(self.folder / "label_train.txt", "train", multi=True)
+
+    def eval_samples(self, split: str, role: str) -> SampleTable:
+        """Rows of ``{query,candidate}_{split}.txt`` (``img_id a v``)."""
+        if split not in EVAL_SPLITS:
+            raise ConfigError(f"evaluation split must be one of {', '.join(EVAL_SPLITS)}, got {split!r}")
+        if role not in ROLES:
+            raise ConfigError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        return self._parse(self.folder / f"{role}_{split}.txt", split, multi=False)
+
+    def _parse(self, path: Path, split: str, multi: bool) -> SampleTable:
+        n_images = len(self.filenames(split))
+        expected = "'img_id attr value [attr value ...]'" if multi else "'img_id attr value'"
+        ids, attrs, vals = [], [], []
+        for lineno, line in enumerate(_read_lines(path), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            try:
+                numbers = [int(f) for f in fields]
+            except ValueError:
+                raise DataFormatError(f"{path}:{lineno}: expected {expected} as integers, got {line.strip()!r}") from None
+            pairs = numbers[1:]
+            if len(numbers) < 3 or len(pairs) % 2 or (not multi and len(numbers) != 3):
+                raise DataFormatError(f"{path}:{lineno}: expected {expected}, got {line.strip()!r}")
+            image_id = numbers[0]
+            if not 0 <= image_id < n_images:
+                raise DataFormatError(
+                    f"{path}:{lineno}: image id {image_id} out of range; filenames_{split}.txt has {n_images} lines"
+                )
+            for a, v in zip(pairs[0::2], pairs[1::2]):
+                if not 0 <= a < self.meta.num_attributes:
+                    raise DataFormatError(
+                        f"{path}:{lineno}: attribute {a} out of range (0..{self.meta.num_attributes - 1})"
+                    )
+                if not 0 <= v < self.meta.num_values[a]:
+                    raise DataFormatError(
+                        f"{path}:{lineno}: value {v} out of range for attribute {self.meta.names[a]} "
+                        f"(0..{self.meta.num_values[a] - 1})"
+                    )
+                ids.append(image_id)
+                attrs.append(a)
+                vals.append(v)
+        if not ids:
+            raise DataFormatError(f"{path}: no samples; expected lines of {expected}")
+        return SampleTable(np.asarray(ids, np.int64), np.asarray(attrs, np.int64), np.asarray(vals, np.int64))
