@@ -1,0 +1,79 @@
+"""Exact retrieval metrics, vectorised and chunked; the same code runs on CPU and GPU.
+
+Ranking: candidates sorted by decreasing dot-product similarity; ties are broken by
+candidate order (a stable sort), so results are deterministic.
+
+* **AP** (ASEN protocol, ``reference/datasets.md`` 5): the sum of precision@i over the
+  relevant positions i, divided by the number R of relevant candidates in the whole
+  gallery. ``k`` truncates the sum at rank k but keeps the divisor R (the ASEN scorer's
+  MAP@k). A query with no relevant candidate scores 0 and still counts.
+* **Recall@K**: 1 if at least one relevant candidate is in the top K, else 0 (the usual
+  metric-learning hit rate).
+"""
+
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+import torch
+
+#: Similarity-matrix elements per chunk (bounded memory for large galleries).
+DEFAULT_CHUNK_ELEMENTS = 1 << 20
+
+
+def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
+    t = x if isinstance(x, torch.Tensor) else torch.as_tensor(np.asarray(x))
+    return t.to(device=device, dtype=dtype) if (device is not None or dtype is not None) else t
+
+
+def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequence[int | None] = (None,),
+                     recall_ks: Sequence[int] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> dict:
+    """Per-query scores in one ranking pass.
+
+    Returns ``{"ap": {k: array}, "recall": {k: array}}`` with one value per query
+    (``k=None`` is AP over the full list, MAP@all).
+    """
+    q = _as_tensor(query_emb)
+    device = q.device
+    q = q.float()
+    c = _as_tensor(cand_emb, device=device).float()
+    ql = _as_tensor(query_labels, device=device).long().reshape(-1)
+    cl = _as_tensor(cand_labels, device=device).long().reshape(-1)
+    if q.ndim != 2 or c.ndim != 2 or q.shape[1] != c.shape[1]:
+        raise ValueError(f"embeddings must be 2-D with equal width, got {tuple(q.shape)} and {tuple(c.shape)}")
+    if ql.numel() != q.shape[0] or cl.numel() != c.shape[0]:
+        raise ValueError("one label per embedding is required")
+    n_q, n_c = q.shape[0], c.shape[0]
+    ap_out = {k: np.zeros(n_q, dtype=np.float64) for k in ap_ks}
+    rec_out = {k: np.zeros(n_q, dtype=np.float64) for k in recall_ks}
+    if n_q == 0 or n_c == 0:
+        return {"ap": ap_out, "recall": rec_out}
+    ranks = torch.arange(1, n_c + 1, device=device, dtype=torch.float64)
+    rows = max(1, chunk_elements // n_c)
+    for start in range(0, n_q, rows):
+        stop = min(n_q, start + rows)
+        sims = q[start:stop] @ c.t()
+        order = torch.sort(-sims, dim=1, stable=True).indices
+        rel = cl[order] == ql[start:stop, None]                  # relevance in rank order
+        relf = rel.to(torch.float64)
+        hits = relf.cumsum(dim=1)
+        n_rel = hits[:, -1]
+        prec_at_rel = hits / ranks * relf
+        denom = n_rel.clamp(min=1)
+        for k in ap_ks:
+            upto = prec_at_rel if k is None else prec_at_rel[:, :k]
+            ap_out[k][start:stop] = (upto.sum(dim=1) / denom).cpu().numpy()
+        for k in recall_ks:
+            rec_out[k][start:stop] = rel[:, :k].any(dim=1).to(torch.float64).cpu().numpy()
+    return {"ap": ap_out, "recall": rec_out}
+
+
+def average_precision(query_emb, query_labels, cand_emb, cand_labels, k: int | None = None) -> np.ndarray:
+    """Per-query AP (AP@k if ``k`` is given), as a NumPy array; see the module docstring."""
+    return retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks=(k,))["ap"][k]
+
+
+def recall_at_k(query_emb, query_labels, cand_emb, cand_labels, ks: Iterable[int]) -> dict[int, np.ndarray]:
+    """Per-query hit (0 or 1) at each K."""
+    return retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks=(), recall_ks=tuple(ks))["recall"]
