@@ -1,0 +1,1 @@
+"""Shipped scenario files (one TOML each); installed as ``cl_fir.scenarios``."""
