@@ -1,0 +1,56 @@
+"""The retrieval model: one shared backbone and one or more attribute-conditioned heads.
+
+Multi-head strategies keep one head per increment; every head exists from the start
+(so the parameter set never changes during a run, which keeps optimisers, checkpoints
+and DistributedDataParallel simple) and each attribute is routed to its head.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from cl_fir.config import ModelConfig
+from cl_fir.models.backbones import FeatureMapBackbone
+from cl_fir.models.heads import AttributeAttentionHead
+
+
+class RetrievalModel(nn.Module):
+    def __init__(self, backbone: FeatureMapBackbone, heads: Sequence[nn.Module], head_of_attribute: Sequence[int]):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleList(heads)
+        routing = torch.as_tensor(list(head_of_attribute), dtype=torch.long)
+        if routing.numel() and (routing.min() < 0 or routing.max() >= len(self.heads)):
+            raise ValueError("head_of_attribute refers to a head that does not exist")
+        self.register_buffer("head_of_attribute", routing, persistent=False)
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return self.backbone(images)
+
+    def embed(self, fmap: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        """Route each sample to the head of its attribute."""
+        heads = self.head_of_attribute[attributes]
+        if len(self.heads) == 1:
+            return self.heads[0](fmap, attributes)
+        out = None
+        for h in torch.unique(heads).tolist():
+            idx = (heads == h).nonzero(as_tuple=True)[0]
+            emb = self.heads[h](fmap[idx], attributes[idx])
+            if out is None:
+                out = emb.new_empty((fmap.shape[0], emb.shape[1]))
+            out[idx] = emb
+        return out
+
+    def forward(self, images: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.features(images), attributes)
+
+
+def build_model(cfg: ModelConfig, num_attributes: int, head_of_attribute: Sequence[int]) -> RetrievalModel:
+    backbone = FeatureMapBackbone(cfg.backbone, cfg.feature_index, **cfg.backbone_kwargs)
+    num_heads = max(head_of_attribute) + 1 if len(head_of_attribute) else 1
+    heads = [AttributeAttentionHead(backbone.out_channels, num_attributes, cfg.embed_dim, cfg.attr_dim)
+             for _ in range(num_heads)]
+    return RetrievalModel(backbone, heads, head_of_attribute)
