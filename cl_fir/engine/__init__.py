@@ -1,0 +1,1 @@
+"""The common training loop and what it needs: device, seeding, cost, checkpoints, progress."""

@@ -1,0 +1,117 @@
+"""Training-cost accounting, per increment.
+
+Counts are hardware-independent (image passes, optimizer steps, estimated FLOPs) and
+sit next to wall-clock numbers (training time apart from data wait, evaluation time)
+and peak memory, so cost ratios can be compared across machines.
+
+FLOPs are estimated from one forward pass counted by ``torch.utils.flop_counter`` at the
+training input size: a back-propagated image costs about 3x its forward FLOPs, a
+forward-only image (a teacher, an old model) 1x.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import resource
+import sys
+from dataclasses import dataclass
+
+import torch
+
+from cl_fir.engine.device import DeviceSetup
+
+
+@dataclass
+class IncrementCost:
+    increment: int
+    images_forwarded: int = 0          # training images through the trained model
+    images_backpropagated: int = 0
+    extra_forward_images: int = 0      # forward-only passes (teachers, frozen old models)
+    optimizer_steps: int = 0
+    train_seconds: float = 0.0         # training wall time minus data wait
+    data_wait_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    eval_images: int = 0
+    peak_memory_bytes: int = 0
+    train_flops: float = 0.0
+
+    @property
+    def image_passes(self) -> int:
+        return self.images_forwarded + self.extra_forward_images
+
+
+_SUMMED = ("images_forwarded", "images_backpropagated", "extra_forward_images", "optimizer_steps",
+           "train_seconds", "data_wait_seconds", "eval_seconds", "eval_images", "train_flops")
+
+
+def forward_flops_per_image(model: torch.nn.Module, crop: int, setup: DeviceSetup, attribute: int = 0) -> float:
+    """Forward FLOPs of one image (counted on a batch of 2 in eval mode)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = setup.to_device(torch.zeros(2, 3, crop, crop))
+        a = torch.full((2,), attribute, dtype=torch.long, device=setup.device)
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x, a)
+        return counter.get_total_flops() / 2
+    finally:
+        model.train(was_training)
+
+
+class CostMeter:
+    def __init__(self, setup: DeviceSetup, forward_flops: float):
+        self.setup = setup
+        self.forward_flops = forward_flops
+        self.increments: list[IncrementCost] = []
+
+    def start(self, increment: int) -> IncrementCost:
+        self.increments = [c for c in self.increments if c.increment != increment]
+        cost = IncrementCost(increment)
+        self.increments.append(cost)
+        if self.setup.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.setup.device)
+        return cost
+
+    @property
+    def current(self) -> IncrementCost:
+        return self.increments[-1]
+
+    def add_training_images(self, n: int) -> None:
+        c = self.current
+        c.images_forwarded += n
+        c.images_backpropagated += n
+        c.optimizer_steps += 1
+        c.train_flops += 3.0 * self.forward_flops * n
+
+    def add_forward_only(self, n: int) -> None:
+        """For strategies: images passed through a teacher or old model without backward."""
+        self.current.extra_forward_images += n
+        self.current.train_flops += self.forward_flops * n
+
+    def record_peak_memory(self) -> None:
+        if self.setup.device.type == "cuda":
+            peak = torch.cuda.max_memory_allocated(self.setup.device)
+        else:  # process-wide peak resident set (kilobytes on Linux, bytes on macOS)
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+        self.current.peak_memory_bytes = int(max(self.current.peak_memory_bytes, peak))
+
+    def totals(self) -> dict:
+        out = {k: sum(getattr(c, k) for c in self.increments) for k in _SUMMED}
+        out["image_passes"] = sum(c.image_passes for c in self.increments)
+        out["peak_memory_bytes"] = max((c.peak_memory_bytes for c in self.increments), default=0)
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            **self.setup.describe(),
+            "memory_kind": "cuda_max_allocated" if self.setup.device.type == "cuda" else "process_peak_rss",
+            "forward_flops_per_image": self.forward_flops,
+            "total": self.totals(),
+            "increments": [{**dataclasses.asdict(c), "image_passes": c.image_passes} for c in self.increments],
+        }
+
+    def load(self, data: dict) -> None:
+        fields = {f.name for f in dataclasses.fields(IncrementCost)}
+        self.increments = [IncrementCost(**{k: v for k, v in c.items() if k in fields}) for c in data["increments"]]

@@ -1,0 +1,69 @@
+"""Device and precision selection (CUDA when present; bf16 autocast and channels_last there)."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+
+from cl_fir.errors import ConfigError
+
+
+@dataclass
+class DeviceSetup:
+    device: torch.device
+    precision: str            # "fp32" or "bf16"
+    channels_last: bool
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.precision == "bf16" else None
+
+    @property
+    def name(self) -> str:
+        if self.device.type == "cuda":
+            return torch.cuda.get_device_name(self.device)
+        return f"cpu ({torch.get_num_threads()} threads)"
+
+    def autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def to_device(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device, non_blocking=True)
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return images
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        model = model.to(self.device)
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "name": self.name, "precision": self.precision,
+                "channels_last": self.channels_last}
+
+
+def resolve_device(spec: str = "auto", precision: str = "auto") -> DeviceSetup:
+    if spec == "auto":
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    else:
+        try:
+            device = torch.device(spec)
+        except RuntimeError:
+            raise ConfigError(f"--device {spec!r}: expected auto, cpu, cuda or cuda:N") from None
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ConfigError(f"--device {spec}: CUDA is not available on this machine (use --device cpu or auto)")
+        if device.type not in ("cpu", "cuda"):
+            raise ConfigError(f"--device {spec!r}: only cpu and cuda are supported")
+        if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {spec}: only {torch.cuda.device_count()} CUDA device(s) present")
+    if precision == "auto":
+        precision = "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    if precision not in ("fp32", "bf16"):
+        raise ConfigError(f"--precision {precision!r}: expected auto, fp32 or bf16")
+    return DeviceSetup(device, precision, channels_last=device.type == "cuda")

@@ -1,0 +1,170 @@
+"""The one training loop every strategy runs on.
+
+Per increment: ``before_training_exp`` -> (per epoch: fresh seeded doublets ->
+per step: ``before_forward``, forward, ``after_forward``, ``criterion``,
+``before_backward``, backward, ``after_backward``, ``before_update``, step,
+``after_update``, ``after_training_iteration``) -> ``after_training_exp`` -> evaluation
+on every task seen so far -> results and a checkpoint written atomically.
+
+Randomness is derived from the run seed, the increment and the epoch only, so an epoch
+draws the same doublets and flips whatever ran before it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader
+
+from cl_fir.config import RunConfig
+from cl_fir.data.samplers import DoubletBatchSampler
+from cl_fir.engine.cost import CostMeter
+from cl_fir.engine.device import DeviceSetup
+from cl_fir.engine.progress import Reporter
+from cl_fir.engine.seeding import derive_seed, worker_init
+from cl_fir.errors import TrainingError
+from cl_fir.evaluation.evaluator import evaluate_tasks
+from cl_fir.models import RetrievalModel
+from cl_fir.scenario import Increment, Scenario
+from cl_fir.strategy import Strategy
+
+
+class TrainingLoop:
+    def __init__(self, cfg: RunConfig, scenario: Scenario, strategy: Strategy, model: RetrievalModel,
+                 setup: DeviceSetup, cost: CostMeter, reporter: Reporter | None = None,
+                 on_increment_end: Callable[["TrainingLoop", Increment, dict], None] | None = None):
+        self.cfg = cfg
+        self.scenario = scenario
+        self.strategy = strategy
+        self.model = model
+        self.setup = setup
+        self.cost = cost
+        self.reporter = reporter or Reporter(enabled=False)
+        self.on_increment_end = on_increment_end
+        #: Weights at the start of the run (static retraining restarts from them).
+        self.initial_state = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+        self.increment: Increment | None = None
+        self.epoch = 0
+        self.iteration = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.scheduler = None
+        self.mb_x = self.mb_y = self.mb_task = self.mb_output = self.loss = None
+
+    @property
+    def num_workers(self) -> int:
+        n = self.cfg.train.num_workers
+        return n if n >= 0 else (4 if self.setup.device.type == "cuda" else 0)
+
+    def reset_model(self) -> None:
+        """Restore the initial weights (for strategies that retrain from scratch)."""
+        self.model.load_state_dict(self.initial_state)
+
+    # ------------------------------------------------------------------ run
+
+    def run(self, start_increment: int = 0) -> None:
+        for inc in self.scenario.increments[start_increment:]:
+            self.train_increment(inc)
+            results = self.evaluate_increment(inc)
+            if self.on_increment_end is not None:
+                self.on_increment_end(self, inc, results)
+
+    def train_increment(self, inc: Increment) -> None:
+        cfg, t = self.cfg, self.cfg.train
+        self.increment = inc
+        cost = self.cost.start(inc.index)
+        self.strategy.before_training_exp(self)
+        sources = self.strategy.training_increments(self)
+        dataset, table = self.scenario.training_data(sources)
+        num_doublets = self.strategy.doublets_per_epoch(self, len(sources))
+        self.optimizer, self.scheduler = self.strategy.make_optimizer(self)
+        self.model.train()
+        n_inc = len(self.scenario.increments)
+        names = ", ".join(self.scenario.meta.names[a] for a in inc.attributes)
+        self.reporter.log(f"[bold]increment {inc.index + 1}/{n_inc}[/bold]: {names}"
+                          + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})" if len(sources) > 1 else ""))
+        for epoch in range(t.epochs):
+            self.epoch = epoch
+            torch.manual_seed(derive_seed(cfg.seed, inc.index, epoch, 1))   # augmentation, dropout
+            sampler = DoubletBatchSampler(table, t.batch_size, num_doublets, derive_seed(cfg.seed, inc.index, epoch, 0))
+            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+                                pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
+            self.strategy.before_training_epoch(self)
+            loss_sum, steps, wait = 0.0, 0, 0.0
+            start = time.perf_counter()
+            with self.reporter.task(len(sampler), f"  epoch {epoch + 1}/{t.epochs}") as advance:
+                batches = iter(loader)
+                while True:
+                    t0 = time.perf_counter()
+                    batch = next(batches, None)
+                    wait += time.perf_counter() - t0
+                    if batch is None:
+                        break
+                    loss = self.training_step(batch)
+                    loss_sum += loss
+                    steps += 1
+                    advance(1, f"loss {loss:.3f}")
+            if self.setup.device.type == "cuda":
+                torch.cuda.synchronize(self.setup.device)
+            elapsed = time.perf_counter() - start
+            cost.train_seconds += elapsed - wait
+            cost.data_wait_seconds += wait
+            self.scheduler.step()
+            self.strategy.after_training_epoch(self)
+            images = steps * 2 * t.batch_size
+            self.reporter.log(f"  epoch {epoch + 1}/{t.epochs}: loss {loss_sum / max(steps, 1):.4f}, "
+                              f"{steps} steps, {images / max(elapsed, 1e-9):.0f} img/s")
+        self.strategy.after_training_exp(self)
+        self.cost.record_peak_memory()
+
+    def training_step(self, batch) -> float:
+        x, y, task = batch
+        self.mb_x = self.setup.to_device(x)
+        self.mb_y = y.to(self.setup.device, non_blocking=True)
+        self.mb_task = task.to(self.setup.device, non_blocking=True)
+        self.strategy.before_forward(self)
+        with self.setup.autocast():
+            self.mb_output = self.model(self.mb_x, self.mb_task)
+        self.strategy.after_forward(self)
+        self.loss = self.strategy.criterion(self)
+        self.strategy.before_backward(self)
+        value = float(self.loss.detach())
+        if not math.isfinite(value):
+            raise TrainingError(
+                f"non-finite loss ({value}) at increment {self.increment.index + 1}, epoch {self.epoch + 1}; "
+                f"the last good checkpoint is the previous increment's (try a lower --lr)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.loss.backward()
+        self.strategy.after_backward(self)
+        self.strategy.before_update(self)
+        self.optimizer.step()
+        self.strategy.after_update(self)
+        self.iteration += 1
+        self.cost.add_training_images(self.mb_x.shape[0])
+        self.strategy.after_training_iteration(self)
+        return value
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate_increment(self, inc: Increment) -> dict:
+        self.strategy.before_eval(self)
+        start = time.perf_counter()
+        tasks = [self.scenario.eval_tasks[a] for a in self.scenario.seen_tasks(inc.index)]
+        results, images = evaluate_tasks(self.model, tasks, self.setup, self.cfg.eval, self.num_workers)
+        self.cost.current.eval_seconds += time.perf_counter() - start
+        self.cost.current.eval_images += images
+        self.strategy.after_eval(self)
+        return results
+
+    # ------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "strategy": self.strategy.state_dict(),
+            "iteration": self.iteration,
+        }

@@ -1,0 +1,106 @@
+"""Base class of every strategy.
+
+A strategy is one class in one file under ``strategies/``, registered with
+:func:`cl_fir.registry.register_strategy`. It talks to the loop only through hooks named
+as in Avalanche (``before_training_exp``, ``before_backward``,
+``after_training_iteration``, ``after_training_exp``, ...), each called with the
+:class:`~cl_fir.engine.loop.TrainingLoop`, which exposes the model, the optimizer, the
+current increment and mini-batch (``mb_x``, ``mb_y``, ``mb_task``, ``mb_output``) and
+the loss. A strategy owns its loss (:meth:`criterion`) and its state, which it saves and
+restores through :meth:`state_dict` / :meth:`load_state_dict`.
+
+Options are a dataclass named ``Options`` on the class; ``--opt key=value`` sets them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+import torch
+
+from cl_fir.config import apply_section
+from cl_fir.losses import doublet_infonce
+
+if TYPE_CHECKING:
+    from cl_fir.engine.loop import TrainingLoop
+    from cl_fir.scenario import Scenario
+
+
+class Strategy:
+    name: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    families: ClassVar[tuple[str, ...]] = ("attribute",)
+
+    @dataclass
+    class Options:
+        label_aware: bool = True       # in-batch items with the anchor's value are not negatives
+
+    def __init__(self, options: "Strategy.Options | None" = None):
+        self.opts = options if options is not None else self.Options()
+
+    @classmethod
+    def parse_options(cls, values: dict) -> "Strategy.Options":
+        opts = cls.Options()
+        apply_section(opts, values, f"--opt (strategy {cls.name})")
+        return opts
+
+    # ------------------------------------------------------------ model layout
+
+    def head_of_attribute(self, scenario: "Scenario") -> list[int]:
+        """Which head embeds each attribute; one shared head by default."""
+        return [0] * scenario.meta.num_attributes
+
+    # ------------------------------------------------------------ data
+
+    def training_increments(self, loop: "TrainingLoop") -> list[int]:
+        """Increments whose training data is used now (default: the current one only)."""
+        return [loop.increment.index]
+
+    def doublets_per_epoch(self, loop: "TrainingLoop", num_increments: int) -> int:
+        return loop.cfg.train.samples_per_epoch
+
+    # ------------------------------------------------------------ optimisation
+
+    def trainable_parameters(self, loop: "TrainingLoop"):
+        return [p for p in loop.model.parameters() if p.requires_grad]
+
+    def make_optimizer(self, loop: "TrainingLoop"):
+        """A fresh optimizer and scheduler per increment (reference code: Adam, StepLR per epoch)."""
+        t = loop.cfg.train
+        opt = torch.optim.Adam(self.trainable_parameters(loop), lr=t.lr, weight_decay=t.weight_decay)
+        return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
+
+    def criterion(self, loop: "TrainingLoop") -> torch.Tensor:
+        """Doublet InfoNCE on the mini-batch ``[anchors; positives]`` (temperature: ``[loss]``)."""
+        B = loop.mb_output.shape[0] // 2
+        labels = loop.mb_y[:B] if self.opts.label_aware else None
+        return doublet_infonce(loop.mb_output[:B], loop.mb_output[B:], labels, loop.cfg.loss.temperature)
+
+    # ------------------------------------------------------------ hooks (Avalanche names)
+
+    def before_training_exp(self, loop: "TrainingLoop") -> None: ...
+    def before_training_epoch(self, loop: "TrainingLoop") -> None: ...
+    def before_forward(self, loop: "TrainingLoop") -> None: ...
+    def after_forward(self, loop: "TrainingLoop") -> None: ...
+    def before_backward(self, loop: "TrainingLoop") -> None: ...
+    def after_backward(self, loop: "TrainingLoop") -> None: ...
+    def before_update(self, loop: "TrainingLoop") -> None: ...
+    def after_update(self, loop: "TrainingLoop") -> None: ...
+    def after_training_iteration(self, loop: "TrainingLoop") -> None: ...
+    def after_training_epoch(self, loop: "TrainingLoop") -> None: ...
+    def after_training_exp(self, loop: "TrainingLoop") -> None: ...
+    def before_eval(self, loop: "TrainingLoop") -> None: ...
+    def after_eval(self, loop: "TrainingLoop") -> None: ...
+
+    # ------------------------------------------------------------ state
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"name": self.name, "options": dataclasses.asdict(self.opts)}

@@ -1,0 +1,1 @@
+"""Strategies: one file each, one registered class; installed as ``cl_fir.strategies``."""
