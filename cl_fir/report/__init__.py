@@ -1,0 +1,1 @@
+"""Run results, run directories, summaries and cross-run comparison."""

@@ -1,0 +1,140 @@
+"""Compare runs: one row per (scenario, strategy), seeds aggregated as mean ± std.
+
+Every number is derived from the runs' matrices (``matrix_metrics``) and cost files.
+The cost ratio of a run is its training cost divided by that of the ``static`` run of
+the same scenario and seed, in image passes (and FLOPs and training seconds).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from cl_fir import atomic_io
+from cl_fir.evaluation import matrix_metrics
+from cl_fir.report.run_dir import LoadedRun
+from cl_fir.report.summary import human_count, markdown_table
+
+REFERENCE_STRATEGY = "static"
+
+COLUMNS = [
+    ("avg_incremental", "avg inc. MAP"),
+    ("final", "final MAP"),
+    ("final_weighted", "final MAP (q-w)"),
+    ("forgetting", "forgetting"),
+    ("bwt", "BWT"),
+    ("image_passes", "train image passes"),
+    ("train_seconds", "train s"),
+    ("cost_ratio", "cost vs static"),
+]
+
+
+def run_metrics(run: LoadedRun, reference: LoadedRun | None) -> dict[str, float]:
+    out = matrix_metrics.summarise(run.matrix, run.task_increment, weights=run.num_queries)
+    total = run.cost["total"]
+    out["image_passes"] = float(total["image_passes"])
+    out["train_seconds"] = float(total["train_seconds"])
+    out["train_flops"] = float(total["train_flops"])
+    if reference is not None:
+        ref = reference.cost["total"]
+        out["cost_ratio"] = out["image_passes"] / ref["image_passes"]
+        out["cost_ratio_flops"] = out["train_flops"] / ref["train_flops"] if ref["train_flops"] else math.nan
+        out["cost_ratio_seconds"] = out["train_seconds"] / ref["train_seconds"] if ref["train_seconds"] else math.nan
+    else:
+        out["cost_ratio"] = out["cost_ratio_flops"] = out["cost_ratio_seconds"] = math.nan
+    return out
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    arr = np.asarray([v for v in values if not math.isnan(v)], dtype=np.float64)
+    if arr.size == 0:
+        return math.nan, math.nan
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def compare(runs: list[LoadedRun]) -> list[dict]:
+    """Aggregated rows, sorted by scenario and then strategy (static last)."""
+    refs = {(r.scenario, r.seed): r for r in runs if r.strategy == REFERENCE_STRATEGY}
+    groups: dict[tuple[str, str], list[LoadedRun]] = defaultdict(list)
+    for r in runs:
+        groups[(r.scenario, r.strategy)].append(r)
+    rows = []
+    for (scenario, strategy), members in groups.items():
+        per_run = [run_metrics(r, refs.get((r.scenario, r.seed))) for r in members]
+        row = {"scenario": scenario, "strategy": strategy, "seeds": sorted(r.seed for r in members),
+               "runs": [str(r.path) for r in members]}
+        for key in per_run[0]:
+            row[key], row[key + "_std"] = _mean_std([m[key] for m in per_run])
+        rows.append(row)
+    rows.sort(key=lambda r: (r["scenario"], r["strategy"] == REFERENCE_STRATEGY, r["strategy"]))
+    return rows
+
+
+def _cell(row: dict, key: str) -> str:
+    mean, std = row[key], row[key + "_std"]
+    if math.isnan(mean):
+        return "n/a"
+    if key == "image_passes":
+        return human_count(mean)
+    if key == "cost_ratio":
+        return f"{mean:.2f}x"
+    if key == "train_seconds":
+        return f"{mean:.1f}"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if len(row["seeds"]) > 1 else "")
+
+
+def comparison_markdown(rows: list[dict]) -> str:
+    header = ["scenario", "strategy", "seeds"] + [label for _, label in COLUMNS]
+    body = [[r["scenario"], r["strategy"], ",".join(map(str, r["seeds"]))] + [_cell(r, k) for k, _ in COLUMNS]
+            for r in rows]
+    return markdown_table(header, body)
+
+
+def comparison_csv(rows: list[dict]) -> str:
+    keys = [k for k, _ in COLUMNS] + ["cost_ratio_flops", "cost_ratio_seconds", "train_flops"]
+    lines = ["scenario,strategy,seeds," + ",".join(f"{k},{k}_std" for k in keys)]
+    for r in rows:
+        vals = ",".join(f"{r[k]:.6g},{r[k + '_std']:.6g}" for k in keys)
+        lines.append(f"{r['scenario']},{r['strategy']},{' '.join(map(str, r['seeds']))},{vals}")
+    return "\n".join(lines) + "\n"
+
+
+def plot_forgetting_curves(runs: list[LoadedRun], path: Path) -> None:
+    """Per scenario: mean MAP of seen tasks, and of the first increment's tasks, vs increment."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scenarios = sorted({r.scenario for r in runs})
+    fig, axes = plt.subplots(len(scenarios), 2, figsize=(11, 4 * len(scenarios)), squeeze=False)
+    for row, scenario in enumerate(scenarios):
+        by_strategy: dict[str, list[LoadedRun]] = defaultdict(list)
+        for r in runs:
+            if r.scenario == scenario:
+                by_strategy[r.strategy].append(r)
+        for strategy, members in sorted(by_strategy.items()):
+            seen = np.asarray([matrix_metrics.seen_mean_curve(r.matrix, r.task_increment) for r in members])
+            first = np.asarray([r.matrix[:, r.task_increment == 0].mean(axis=1) for r in members])
+            for ax, curves in ((axes[row][0], seen), (axes[row][1], first)):
+                x = np.arange(1, curves.shape[1] + 1)
+                mean = curves.mean(axis=0)
+                line, = ax.plot(x, mean, marker="o", label=f"{strategy} (n={len(members)})")
+                if len(members) > 1:
+                    std = curves.std(axis=0, ddof=1)
+                    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
+        axes[row][0].set_title(f"{scenario}: MAP@all of all seen tasks")
+        axes[row][1].set_title(f"{scenario}: MAP@all of increment-1 tasks")
+        for ax in axes[row]:
+            ax.set_xlabel("after increment")
+            ax.set_ylabel("MAP@all (%)")
+            ax.grid(alpha=0.3)
+            ax.xaxis.get_major_locator().set_params(integer=True)
+            ax.legend()
+    fig.tight_layout()
+    with atomic_io.atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
+    plt.close(fig)

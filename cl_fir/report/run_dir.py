@@ -1,0 +1,156 @@
+"""Run directories: ``<output-dir>/<scenario>/<strategy>/<run-id>/``.
+
+Files (each written atomically, rewritten after every increment):
+
+``config.json``   the fully resolved configuration
+``run.json``      status (running, complete, failed), progress, tasks, versions, device
+``matrix.csv``    MAP@all (%) after each increment (rows) for each task (columns)
+``matrix_<metric>.csv``  the same for every other metric
+``metrics.csv``   long format: increment, task, metric, value
+``cost.json``     per-increment and total training cost
+``summary.md``    derived metrics, the matrix, per-task results, cost
+``checkpoints/``  the latest increment-boundary checkpoint
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from cl_fir import atomic_io
+from cl_fir.errors import ConfigError
+from cl_fir.report.results import RunResults, matrix_csv, metrics_csv
+from cl_fir.report.summary import run_summary
+
+MARKERS = ("config.json", "run.json")
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def versions() -> dict:
+    import timm
+    import torch
+    import torchvision
+
+    import cl_fir
+
+    return {"cl_fir": cl_fir.__version__, "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__}
+
+
+class RunDirectory:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    @classmethod
+    def prepare(cls, root: str | Path, scenario: str, strategy: str, run_id: str, overwrite: bool) -> "RunDirectory":
+        path = Path(root) / scenario / strategy / run_id
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"--output-dir: {path} exists and is not a folder")
+            if any(path.iterdir()):
+                if not any((path / m).exists() for m in MARKERS):
+                    raise ConfigError(f"{path} exists and is not a cl-fir run directory; refusing to overwrite it")
+                if not overwrite:
+                    raise ConfigError(f"{path} already holds a run; pass --overwrite to replace it, "
+                                      f"or --run-id to keep both")
+                shutil.rmtree(path)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / ".write-test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as exc:
+            raise ConfigError(f"--output-dir: cannot write to {path} ({exc.strerror or exc})") from None
+        return cls(path)
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    def write_config(self, config: dict) -> None:
+        atomic_io.write_json(self.path / "config.json", config)
+
+    def write_info(self, info: dict) -> None:
+        atomic_io.write_json(self.path / "run.json", info)
+
+    def write_results(self, info: dict, results: RunResults, cost: dict) -> None:
+        atomic_io.write_text(self.path / "matrix.csv", matrix_csv(results.matrix("map_all"), results.task_names))
+        for metric in results.metrics:
+            if metric != "map_all":
+                safe = metric.replace("@", "_at_")
+                atomic_io.write_text(self.path / f"matrix_{safe}.csv",
+                                     matrix_csv(results.matrix(metric), results.task_names))
+        atomic_io.write_text(self.path / "metrics.csv", metrics_csv(results.long_rows()))
+        atomic_io.write_json(self.path / "cost.json", cost)
+        title = f"{info['scenario']} / {info['strategy']} / {self.path.name}"
+        atomic_io.write_text(self.path / "summary.md", run_summary(title, info, results, cost))
+
+
+@dataclass
+class LoadedRun:
+    """A finished (or partial) run read back from disk, for comparison."""
+
+    path: Path
+    config: dict
+    info: dict
+    cost: dict
+    matrix: np.ndarray
+    task_names: list[str]
+    task_increment: np.ndarray
+    num_queries: np.ndarray
+
+    @property
+    def scenario(self) -> str:
+        return self.info["scenario"]
+
+    @property
+    def strategy(self) -> str:
+        return self.info["strategy"]
+
+    @property
+    def seed(self) -> int:
+        return int(self.info["seed"])
+
+    @property
+    def complete(self) -> bool:
+        return self.info.get("status") == "complete"
+
+
+def load_run(path: str | Path) -> LoadedRun:
+    path = Path(path)
+    for name in ("config.json", "run.json", "matrix.csv", "cost.json"):
+        if not (path / name).is_file():
+            raise ConfigError(f"{path}: not a cl-fir run directory (missing {name})")
+    try:
+        config = json.loads((path / "config.json").read_text())
+        info = json.loads((path / "run.json").read_text())
+        cost = json.loads((path / "cost.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: unreadable JSON ({exc})") from None
+    lines = (path / "matrix.csv").read_text().splitlines()
+    names = lines[0].split(",")[1:]
+    rows = [[float(v) if v else np.nan for v in ln.split(",")[1:]] for ln in lines[1:]]
+    tasks = info["tasks"]
+    if [t["name"] for t in tasks] != names:
+        raise ConfigError(f"{path}/matrix.csv: columns do not match the tasks in run.json")
+    return LoadedRun(
+        path=path, config=config, info=info, cost=cost,
+        matrix=np.asarray(rows, dtype=np.float64).reshape(len(rows), len(names)),
+        task_names=names,
+        task_increment=np.asarray([t["increment"] - 1 for t in tasks], dtype=np.int64),  # files count from 1
+        num_queries=np.asarray([t["num_queries"] for t in tasks], dtype=np.int64),
+    )
+
+
+def find_runs(root: str | Path) -> list[Path]:
+    root = Path(root)
+    return sorted(p.parent for p in root.rglob("run.json") if (p.parent / "matrix.csv").is_file())
