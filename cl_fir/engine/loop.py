@@ -12,7 +12,6 @@ draws the same doublets and flips whatever ran before it.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from typing import Callable
@@ -164,7 +163,7 @@ class TrainingLoop:
 
     def state_dict(self) -> dict:
         return {
-            "model": copy.deepcopy(self.model.state_dict()),
+            "model": self.model.state_dict(),
             "strategy": self.strategy.state_dict(),
             "iteration": self.iteration,
         }

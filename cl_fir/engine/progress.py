@@ -36,5 +36,15 @@ class Reporter:
             yield advance
 
     def progress_factory(self):
-        """For long one-off jobs (dataset generation): ``with factory(total, label) as advance``."""
-        return self.task
+        """For long one-off jobs (dataset generation): ``with factory(total, label) as advance``.
+
+        Unlike the per-epoch bars, these also say what they are doing when the output is
+        not a terminal, so a long generation is never silent.
+        """
+        @contextlib.contextmanager
+        def factory(total: int, description: str):
+            self.log(f"{description} ({total} items)")
+            with self.task(total, description) as advance:
+                yield advance
+
+        return factory

@@ -7,7 +7,7 @@ means same value. Metrics are in percent.
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from torch.utils.data import DataLoader
@@ -15,7 +15,9 @@ from torch.utils.data import DataLoader
 from cl_fir.config import EvalConfig
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.evaluation.retrieval import retrieval_scores
-from cl_fir.scenario import EvalTask
+
+if TYPE_CHECKING:
+    from cl_fir.scenario import EvalTask
 
 
 def metric_names(cfg: EvalConfig) -> list[str]:
@@ -35,7 +37,7 @@ def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size
     return torch.cat(chunks)
 
 
-def evaluate_tasks(model, tasks: Iterable[EvalTask], setup: DeviceSetup, cfg: EvalConfig,
+def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: EvalConfig,
                    num_workers: int = 0) -> tuple[dict[int, dict[str, float]], int]:
     """Metrics per task (keyed by attribute id) and the number of images embedded."""
     was_training = model.training
