@@ -57,19 +57,22 @@ def _default_strategy() -> str:
 def run(
     strategy: Annotated[Optional[str], typer.Option(help="Strategy name (see `cl-fir list`); default mcl_fir, "
                                                          "or finetune where mcl_fir is not available.")] = None,
-    scenario: Annotated[str, typer.Option(help="Scenario name or path to a scenario .toml.")] = "synth-4inc",
-    seed: Annotated[int, typer.Option(help="Run seed; every random stream derives from it.")] = 0,
+    scenario: Annotated[Optional[str], typer.Option(help="Scenario name or path to a scenario .toml "
+                                                         "[default: synth-4inc].")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Run seed; every random stream derives from it [default: 0].")] = None,
     epochs: Annotated[Optional[int], typer.Option(help="Epochs per increment (train.epochs).")] = None,
     samples_per_epoch: Annotated[Optional[int], typer.Option(
         help="Doublets per epoch and increment (train.samples_per_epoch).")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Doublets per step (train.batch_size).")] = None,
     lr: Annotated[Optional[float], typer.Option(help="Learning rate (train.lr).")] = None,
-    output_dir: Annotated[Path, typer.Option(help="Results root; the run goes to "
-                                                  "<output-dir>/<scenario>/<strategy>/<run-id>/.")] = Path("results"),
+    output_dir: Annotated[Optional[Path], typer.Option(help="Results root; the run goes to "
+                                                            "<output-dir>/<scenario>/<strategy>/<run-id>/ "
+                                                            "[default: results].")] = None,
     run_id: Annotated[Optional[str], typer.Option(help="Run folder name (default: seed<N>).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder.")] = False,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16.")] = "auto",
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda or cuda:N [default: auto].")] = None,
+    precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 "
+                                                          "[default: auto].")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="Data-loader workers (-1: auto).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone checkpoint (nothing is downloaded).")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
@@ -78,13 +81,29 @@ def run(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: SECTION.KEY=VALUE, "
                                                                     "e.g. model.embed_dim=32 (repeatable).")] = None,
     opt: Annotated[Optional[list[str]], typer.Option(help="Strategy option KEY=VALUE (repeatable).")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its latest checkpoint "
+                                                        "(with its saved configuration).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Train a strategy on a scenario, evaluating every seen task after each increment."""
     from cl_fir.config import parse_assignments
     from cl_fir.engine.progress import Reporter
-    from cl_fir.report.run_dir import load_run
-    from cl_fir.runner import execute_run, resolve_config
+    from cl_fir.runner import execute_run, resolve_config, resume_run
+
+    reporter = Reporter(enabled=not quiet, console=err)
+    if resume is not None:
+        options = {"--strategy": strategy, "--scenario": scenario, "--seed": seed, "--epochs": epochs,
+                   "--samples-per-epoch": samples_per_epoch, "--batch-size": batch_size, "--lr": lr,
+                   "--output-dir": output_dir, "--run-id": run_id, "--overwrite": overwrite or None,
+                   "--device": device, "--precision": precision, "--num-workers": num_workers, "--weights": weights,
+                   "--data-root": data_root, "--cache-dir": cache_dir, "--set": set_ or None, "--opt": opt or None}
+        given = [name for name, value in options.items() if value is not None]
+        if given:
+            raise CLFirError(f"--resume continues a run with its saved configuration; it cannot be combined "
+                             f"with {', '.join(given)}")
+        path = resume_run(resume, reporter=reporter)
+        _print_run_row(path)
+        return
 
     overrides = parse_assignments(set_, "--set")
     for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
@@ -93,12 +112,17 @@ def run(
         if value is not None:
             overrides[key] = value
     cfg = resolve_config(
-        strategy or _default_strategy(), scenario, overrides, parse_assignments(opt, "--opt"),
-        seed=seed, device=device, precision=precision, output_dir=str(output_dir), run_id=run_id,
-        data_root=str(data_root) if data_root else None, cache_dir=str(cache_dir) if cache_dir else None,
+        strategy or _default_strategy(), scenario or "synth-4inc", overrides, parse_assignments(opt, "--opt"),
+        seed=seed, device=device, precision=precision, output_dir=str(output_dir) if output_dir else None,
+        run_id=run_id, data_root=str(data_root) if data_root else None,
+        cache_dir=str(cache_dir) if cache_dir else None,
     )
-    path = execute_run(cfg, overwrite=overwrite, reporter=Reporter(enabled=not quiet, console=err))
+    _print_run_row(execute_run(cfg, overwrite=overwrite, reporter=reporter))
+
+
+def _print_run_row(path: Path) -> None:
     from cl_fir.report.compare import compare, comparison_markdown
+    from cl_fir.report.run_dir import load_run
 
     out.print(comparison_markdown(compare([load_run(path)])), highlight=False)
 

@@ -12,8 +12,11 @@ takes a path). Its sections:
 ``[increments]``
     ``groups = N`` (contiguous equal groups in meta order, reference/mclfir.md 1.1) or
     ``attributes = [["a", "b"], ["c"], ...]`` (explicit, by attribute name).
-``[model]``, ``[train]``, ``[eval]``, ``[transforms]``
+``[model]``, ``[train]``, ``[loss]``, ``[eval]``, ``[transforms]``
     defaults for the run configuration (see :mod:`cl_fir.config`).
+``[strategies.<name>]``
+    defaults for one strategy's options on this scenario (``--opt`` still wins), e.g. a
+    shorter EMA horizon where increments have few steps.
 
 Building a scenario yields a real Avalanche benchmark (one experience per increment,
 task label = attribute id, class = (attribute, value)) plus, for every task, the
@@ -42,7 +45,7 @@ from cl_fir.data.transforms import build_transforms
 from cl_fir.errors import ConfigError
 
 FAMILIES = ("attribute",)
-_TOP_KEYS = {"name", "description", "family", "dataset", "increments", *SECTIONS}
+_TOP_KEYS = {"name", "description", "family", "dataset", "increments", "strategies", *SECTIONS}
 
 
 @dataclass
@@ -56,6 +59,7 @@ class ScenarioSpec:
     dataset: dict
     increments: dict
     sections: dict[str, dict] = field(default_factory=dict)
+    strategy_defaults: dict[str, dict] = field(default_factory=dict)
 
 
 def available_scenarios() -> dict[str, Path]:
@@ -89,13 +93,18 @@ def load_spec(name_or_path: str) -> ScenarioSpec:
     family = raw.get("family", "attribute")
     if family not in FAMILIES:
         raise ConfigError(f"{path}: family {family!r} is not supported yet; expected one of {', '.join(FAMILIES)}")
-    for key in ("dataset", "increments", *SECTIONS):
+    for key in ("dataset", "increments", "strategies", *SECTIONS):
         if key in raw and not isinstance(raw[key], dict):
             raise ConfigError(f"{path}: [{key}] must be a table")
+    strategies = raw.get("strategies", {})
+    for name, values in strategies.items():
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [strategies.{name}] must be a table of option = value")
     return ScenarioSpec(
         name=str(raw["name"]), path=str(path), description=str(raw.get("description", "")), family=family,
         dataset=dict(raw["dataset"]), increments=dict(raw["increments"]),
         sections={s: dict(raw[s]) for s in SECTIONS if s in raw},
+        strategy_defaults={name: dict(values) for name, values in strategies.items()},
     )
 
 

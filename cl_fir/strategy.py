@@ -20,8 +20,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 import torch
 
-from cl_fir.config import apply_section
+from cl_fir.config import RunConfig, apply_section
+from cl_fir.data.samplers import DoubletBatchSampler
 from cl_fir.losses import doublet_infonce
+from cl_fir.models import build_model
 
 if TYPE_CHECKING:
     from cl_fir.engine.loop import TrainingLoop
@@ -52,6 +54,10 @@ class Strategy:
         """Which head embeds each attribute; one shared head by default."""
         return [0] * scenario.meta.num_attributes
 
+    def build_model(self, cfg: RunConfig, scenario: "Scenario") -> torch.nn.Module:
+        """The model, built once before training (seeded); every part exists from the start."""
+        return build_model(cfg.model, scenario.meta.num_attributes, self.head_of_attribute(scenario))
+
     # ------------------------------------------------------------ data
 
     def training_increments(self, loop: "TrainingLoop") -> list[int]:
@@ -60,6 +66,14 @@ class Strategy:
 
     def doublets_per_epoch(self, loop: "TrainingLoop", num_increments: int) -> int:
         return loop.cfg.train.samples_per_epoch
+
+    def training_batches(self, loop: "TrainingLoop", epoch: int):
+        """``(dataset, batch_sampler)`` for one epoch: fresh seeded doublets from the training increments."""
+        sources = self.training_increments(loop)
+        dataset, table = loop.scenario.training_data(sources)
+        sampler = DoubletBatchSampler(table, loop.cfg.train.batch_size, self.doublets_per_epoch(loop, len(sources)),
+                                      loop.epoch_seed(epoch, stream=0))
+        return dataset, sampler
 
     # ------------------------------------------------------------ optimisation
 
@@ -97,9 +111,10 @@ class Strategy:
     # ------------------------------------------------------------ state
 
     def state_dict(self) -> dict:
+        """Everything the strategy needs to continue after an increment boundary."""
         return {}
 
-    def load_state_dict(self, state: dict) -> None:
+    def load_state_dict(self, state: dict, loop: "TrainingLoop") -> None:
         pass
 
     def describe(self) -> dict:

@@ -19,11 +19,15 @@ from cl_fir.errors import ConfigError
 
 
 class DoubletBatchSampler(Sampler[list[int]]):
-    def __init__(self, table: SampleTable, batch_size: int, num_doublets: int, seed):
-        if batch_size < 2:
-            raise ConfigError(f"batch_size must be >= 2 doublets (in-batch negatives), got {batch_size}")
+    """``rows`` restricts sampling to those table rows (indices stay dataset indices)."""
+
+    def __init__(self, table: SampleTable, batch_size: int, num_doublets: int, seed, rows=None,
+                 min_batch_size: int = 2):
+        if batch_size < min_batch_size:
+            raise ConfigError(f"batch_size must be >= {min_batch_size} doublets (in-batch negatives), got {batch_size}")
+        rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
         groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, (a, v) in enumerate(zip(table.attributes.tolist(), table.values.tolist())):
+        for i, a, v in zip(rows.tolist(), table.attributes[rows].tolist(), table.values[rows].tolist()):
             groups[(a, v)].append(i)
         by_attr: dict[int, list[np.ndarray]] = defaultdict(list)
         for (a, _v), idx in sorted(groups.items()):
@@ -54,3 +58,21 @@ class DoubletBatchSampler(Sampler[list[int]]):
         B = self.batch_size
         for b in range(self.num_batches):
             yield anchors[b * B:(b + 1) * B].tolist() + positives[b * B:(b + 1) * B].tolist()
+
+
+class MixedDoubletSampler(Sampler[list[int]]):
+    """Zip several doublet samplers: each batch holds every sampler's doublets, anchors first.
+
+    Used by replay to mix buffered doublets into each batch of new ones.
+    """
+
+    def __init__(self, samplers: list[DoubletBatchSampler]):
+        self.samplers = samplers
+
+    def __len__(self) -> int:
+        return min(len(s) for s in self.samplers)
+
+    def __iter__(self):
+        for parts in zip(*self.samplers):
+            halves = [(p[: len(p) // 2], p[len(p) // 2:]) for p in parts]
+            yield [i for a, _ in halves for i in a] + [i for _, p in halves for i in p]

@@ -6,7 +6,8 @@ and peak memory, so cost ratios can be compared across machines.
 
 FLOPs are estimated from one forward pass counted by ``torch.utils.flop_counter`` at the
 training input size: a back-propagated image costs about 3x its forward FLOPs, a
-forward-only image (a teacher, an old model) 1x.
+forward-only image (a teacher, an old model) 1x, and an extra pass through a head alone
+(distillation through old heads on features already computed) the head's share.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ class IncrementCost:
     images_forwarded: int = 0          # training images through the trained model
     images_backpropagated: int = 0
     extra_forward_images: int = 0      # forward-only passes (teachers, frozen old models)
+    extra_head_passes: int = 0         # head-only passes on features already computed
     optimizer_steps: int = 0
     train_seconds: float = 0.0         # training wall time minus data wait
     data_wait_seconds: float = 0.0
     eval_seconds: float = 0.0
     eval_images: int = 0
     peak_memory_bytes: int = 0
+    stored_images: int = 0             # images kept in memory by the strategy (replay buffer)
     train_flops: float = 0.0
 
     @property
@@ -40,12 +43,17 @@ class IncrementCost:
         return self.images_forwarded + self.extra_forward_images
 
 
-_SUMMED = ("images_forwarded", "images_backpropagated", "extra_forward_images", "optimizer_steps",
-           "train_seconds", "data_wait_seconds", "eval_seconds", "eval_images", "train_flops")
+_SUMMED = ("images_forwarded", "images_backpropagated", "extra_forward_images", "extra_head_passes",
+           "optimizer_steps", "train_seconds", "data_wait_seconds", "eval_seconds", "eval_images", "train_flops")
 
 
-def forward_flops_per_image(model: torch.nn.Module, crop: int, setup: DeviceSetup, attribute: int = 0) -> float:
-    """Forward FLOPs of one image (counted on a batch of 2 in eval mode)."""
+def forward_flops_per_image(model: torch.nn.Module, crop: int, setup: DeviceSetup,
+                            attribute: int = 0) -> tuple[float, float]:
+    """Forward FLOPs of one image through the whole model, and through the head alone.
+
+    Counted on a batch of 2 in eval mode; the head's share is the total minus every
+    module named ``*.backbone``.
+    """
     from torch.utils.flop_counter import FlopCounterMode
 
     was_training = model.training
@@ -55,15 +63,20 @@ def forward_flops_per_image(model: torch.nn.Module, crop: int, setup: DeviceSetu
         a = torch.full((2,), attribute, dtype=torch.long, device=setup.device)
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             model(x, a)
-        return counter.get_total_flops() / 2
+        total = counter.get_total_flops()
+        backbone = sum(sum(ops.values()) for name, ops in counter.get_flop_counts().items()
+                       if name.endswith(".backbone"))
+        return total / 2, (total - backbone) / 2
     finally:
         model.train(was_training)
 
 
 class CostMeter:
-    def __init__(self, setup: DeviceSetup, forward_flops: float):
+    def __init__(self, setup: DeviceSetup, forward_flops: float, head_flops: float = 0.0, parameters: int = 0):
         self.setup = setup
         self.forward_flops = forward_flops
+        self.head_flops = head_flops
+        self.parameters = parameters
         self.increments: list[IncrementCost] = []
 
     def start(self, increment: int) -> IncrementCost:
@@ -78,17 +91,27 @@ class CostMeter:
     def current(self) -> IncrementCost:
         return self.increments[-1]
 
-    def add_training_images(self, n: int) -> None:
+    def add_training_step(self, n: int) -> None:
+        """One optimizer step on ``n`` images (called by the loop)."""
+        self.add_gradient_pass(n)
+        self.current.optimizer_steps += 1
+
+    def add_gradient_pass(self, n: int) -> None:
+        """For strategies: ``n`` images forwarded and back-propagated without a step (e.g. Fisher)."""
         c = self.current
         c.images_forwarded += n
         c.images_backpropagated += n
-        c.optimizer_steps += 1
         c.train_flops += 3.0 * self.forward_flops * n
 
-    def add_forward_only(self, n: int) -> None:
+    def add_forward_only(self, n: int, backbone_only: bool = False) -> None:
         """For strategies: images passed through a teacher or old model without backward."""
         self.current.extra_forward_images += n
-        self.current.train_flops += self.forward_flops * n
+        self.current.train_flops += (self.forward_flops - (self.head_flops if backbone_only else 0.0)) * n
+
+    def add_head_passes(self, n: int, backward: bool = True) -> None:
+        """For strategies: extra passes through a head alone (x3 when back-propagated)."""
+        self.current.extra_head_passes += n
+        self.current.train_flops += (3.0 if backward else 1.0) * self.head_flops * n
 
     def record_peak_memory(self) -> None:
         if self.setup.device.type == "cuda":
@@ -101,6 +124,7 @@ class CostMeter:
         out = {k: sum(getattr(c, k) for c in self.increments) for k in _SUMMED}
         out["image_passes"] = sum(c.image_passes for c in self.increments)
         out["peak_memory_bytes"] = max((c.peak_memory_bytes for c in self.increments), default=0)
+        out["stored_images"] = max((c.stored_images for c in self.increments), default=0)
         return out
 
     def to_dict(self) -> dict:
@@ -108,6 +132,8 @@ class CostMeter:
             **self.setup.describe(),
             "memory_kind": "cuda_max_allocated" if self.setup.device.type == "cuda" else "process_peak_rss",
             "forward_flops_per_image": self.forward_flops,
+            "head_flops_per_image": self.head_flops,
+            "model_parameters": self.parameters,
             "total": self.totals(),
             "increments": [{**dataclasses.asdict(c), "image_passes": c.image_passes} for c in self.increments],
         }

@@ -20,7 +20,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from cl_fir.config import RunConfig
-from cl_fir.data.samplers import DoubletBatchSampler
 from cl_fir.engine.cost import CostMeter
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.progress import Reporter
@@ -51,12 +50,16 @@ class TrainingLoop:
         self.iteration = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
-        self.mb_x = self.mb_y = self.mb_task = self.mb_output = self.loss = None
+        self.mb_x = self.mb_y = self.mb_task = self.mb_output = self.mb_features = self.loss = None
 
     @property
     def num_workers(self) -> int:
         n = self.cfg.train.num_workers
         return n if n >= 0 else (4 if self.setup.device.type == "cuda" else 0)
+
+    def epoch_seed(self, epoch: int, stream: int) -> int:
+        """A seed for one random stream of one epoch of the current increment."""
+        return derive_seed(self.cfg.seed, self.increment.index, epoch, stream)
 
     def reset_model(self) -> None:
         """Restore the initial weights (for strategies that retrain from scratch)."""
@@ -64,8 +67,9 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, start_increment: int = 0) -> None:
-        for inc in self.scenario.increments[start_increment:]:
+    def run(self, start_increment: int = 0, stop_increment: int | None = None) -> None:
+        """Train and evaluate increments ``start_increment`` .. ``stop_increment - 1``."""
+        for inc in self.scenario.increments[start_increment:stop_increment]:
             self.train_increment(inc)
             results = self.evaluate_increment(inc)
             if self.on_increment_end is not None:
@@ -77,8 +81,6 @@ class TrainingLoop:
         cost = self.cost.start(inc.index)
         self.strategy.before_training_exp(self)
         sources = self.strategy.training_increments(self)
-        dataset, table = self.scenario.training_data(sources)
-        num_doublets = self.strategy.doublets_per_epoch(self, len(sources))
         self.optimizer, self.scheduler = self.strategy.make_optimizer(self)
         self.model.train()
         n_inc = len(self.scenario.increments)
@@ -87,8 +89,8 @@ class TrainingLoop:
                           + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})" if len(sources) > 1 else ""))
         for epoch in range(t.epochs):
             self.epoch = epoch
-            torch.manual_seed(derive_seed(cfg.seed, inc.index, epoch, 1))   # augmentation, dropout
-            sampler = DoubletBatchSampler(table, t.batch_size, num_doublets, derive_seed(cfg.seed, inc.index, epoch, 0))
+            torch.manual_seed(self.epoch_seed(epoch, stream=1))   # augmentation, dropout, strategies' draws
+            dataset, sampler = self.strategy.training_batches(self, epoch)
             loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
                                 pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
             self.strategy.before_training_epoch(self)
@@ -126,7 +128,7 @@ class TrainingLoop:
         self.mb_task = task.to(self.setup.device, non_blocking=True)
         self.strategy.before_forward(self)
         with self.setup.autocast():
-            self.mb_output = self.model(self.mb_x, self.mb_task)
+            self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True)
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)
@@ -143,7 +145,7 @@ class TrainingLoop:
         self.optimizer.step()
         self.strategy.after_update(self)
         self.iteration += 1
-        self.cost.add_training_images(self.mb_x.shape[0])
+        self.cost.add_training_step(self.mb_x.shape[0])
         self.strategy.after_training_iteration(self)
         return value
 
@@ -167,3 +169,9 @@ class TrainingLoop:
             "strategy": self.strategy.state_dict(),
             "iteration": self.iteration,
         }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore an increment-boundary state (see :meth:`state_dict`)."""
+        self.model.load_state_dict(state["model"])
+        self.strategy.load_state_dict(state["strategy"], self)
+        self.iteration = int(state["iteration"])

@@ -44,8 +44,11 @@ class RetrievalModel(nn.Module):
             out[idx] = emb
         return out
 
-    def forward(self, images: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.features(images), attributes)
+    def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False):
+        """Embeddings; with ``return_features`` also the backbone feature map (for distillation)."""
+        fmap = self.features(images)
+        emb = self.embed(fmap, attributes)
+        return (emb, fmap) if return_features else emb
 
 
 def build_model(cfg: ModelConfig, num_attributes: int, head_of_attribute: Sequence[int]) -> RetrievalModel:

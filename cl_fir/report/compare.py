@@ -15,10 +15,9 @@ import numpy as np
 
 from cl_fir import atomic_io
 from cl_fir.evaluation import matrix_metrics
+from cl_fir.report.cost_ratio import REFERENCE_STRATEGY, cost_ratios
 from cl_fir.report.run_dir import LoadedRun
 from cl_fir.report.summary import human_count, markdown_table
-
-REFERENCE_STRATEGY = "static"
 
 COLUMNS = [
     ("avg_incremental", "avg inc. MAP"),
@@ -29,6 +28,7 @@ COLUMNS = [
     ("image_passes", "train image passes"),
     ("train_seconds", "train s"),
     ("cost_ratio", "cost vs static"),
+    ("cost_ratio_flops", "FLOPs vs static"),
 ]
 
 
@@ -38,13 +38,10 @@ def run_metrics(run: LoadedRun, reference: LoadedRun | None) -> dict[str, float]
     out["image_passes"] = float(total["image_passes"])
     out["train_seconds"] = float(total["train_seconds"])
     out["train_flops"] = float(total["train_flops"])
-    if reference is not None:
-        ref = reference.cost["total"]
-        out["cost_ratio"] = out["image_passes"] / ref["image_passes"]
-        out["cost_ratio_flops"] = out["train_flops"] / ref["train_flops"] if ref["train_flops"] else math.nan
-        out["cost_ratio_seconds"] = out["train_seconds"] / ref["train_seconds"] if ref["train_seconds"] else math.nan
-    else:
-        out["cost_ratio"] = out["cost_ratio_flops"] = out["cost_ratio_seconds"] = math.nan
+    ratios = cost_ratios(total, reference.cost["total"]) if reference is not None else {}
+    out["cost_ratio"] = ratios.get("image_passes", math.nan)
+    out["cost_ratio_flops"] = ratios.get("train_flops", math.nan)
+    out["cost_ratio_seconds"] = ratios.get("train_seconds", math.nan)
     return out
 
 
@@ -79,7 +76,7 @@ def _cell(row: dict, key: str) -> str:
         return "n/a"
     if key == "image_passes":
         return human_count(mean)
-    if key == "cost_ratio":
+    if key.startswith("cost_ratio"):
         return f"{mean:.2f}x"
     if key == "train_seconds":
         return f"{mean:.1f}"
@@ -94,7 +91,7 @@ def comparison_markdown(rows: list[dict]) -> str:
 
 
 def comparison_csv(rows: list[dict]) -> str:
-    keys = [k for k, _ in COLUMNS] + ["cost_ratio_flops", "cost_ratio_seconds", "train_flops"]
+    keys = [k for k, _ in COLUMNS] + ["cost_ratio_seconds", "train_flops"]
     lines = ["scenario,strategy,seeds," + ",".join(f"{k},{k}_std" for k in keys)]
     for r in rows:
         vals = ",".join(f"{r[k]:.6g},{r[k + '_std']:.6g}" for k in keys)

@@ -62,6 +62,7 @@ def run_summary(title: str, info: dict, results: RunResults, cost: dict) -> str:
                 metric_rows.append([name, str(n)] + [fmt(last[a][m]) for m in results.metrics])
         parts.append(markdown_table(["task", "queries"] + results.metrics, metric_rows))
     tot = cost.get("total", {})
+    ratio = info.get("cost_ratio")
     if tot:
         parts.append("")
         parts.append("## Training cost")
@@ -71,4 +72,8 @@ def run_summary(title: str, info: dict, results: RunResults, cost: dict) -> str:
             [[human_count(tot["image_passes"]), str(tot["optimizer_steps"]), human_count(tot["train_flops"]),
               fmt(tot["train_seconds"], 1), fmt(tot["data_wait_seconds"], 1), fmt(tot["eval_seconds"], 1)]],
         ))
+        if ratio:
+            parts.append("")
+            parts.append(f"Cost vs static (`{ratio['reference']}`): {ratio['image_passes']:.2f}x image passes, "
+                         f"{ratio['train_flops']:.2f}x FLOPs, {ratio['train_seconds']:.2f}x training time.")
     return "\n".join(parts) + "\n"
