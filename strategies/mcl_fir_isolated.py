@@ -1,0 +1,113 @@
+"""MCL-FIR as the released code behaves (Dr-LingXiao/MCL-FIR @81ca462; reference/mclfir.md 2.4, 3.2, 8).
+
+* A **full independent network per increment** (backbone and head), each a copy of the
+  same initial network, trained only on its increment; every attribute is embedded by
+  its own increment's network. Nothing is shared, so nothing can be forgotten — this is
+  parameter isolation, and its memory grows with every increment: the run's
+  ``model_parameters`` (cost.json) counts all the networks.
+* The "EMA" teacher is a frozen copy of the **initial** backbone, never updated, run in
+  **train mode** (its BatchNorm statistics drift, as in the code) and given the **same**
+  view as the student (the code's augmented view is lost to an argument bug).
+* Loss: doublet NT-Xent + ``kd_weight`` (1e-4) x MSE between the student's and the
+  teacher's globally pooled encoder maps, summed over the anchor and positive images
+  (the code sums it over anchor, far and close; doublets have no far image).
+
+Options expose the two bugs (``teacher_train_mode``) so their effect can be measured.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from cl_fir.losses import pooled_feature_distillation
+from cl_fir.models import RetrievalModel, build_model
+from cl_fir.registry import register_strategy
+from cl_fir.strategy import Strategy
+
+
+class IsolatedNetworks(nn.Module):
+    """One complete retrieval network per increment; attributes are routed to theirs."""
+
+    def __init__(self, networks: list[RetrievalModel], network_of_attribute: list[int]):
+        super().__init__()
+        self.networks = nn.ModuleList(networks)
+        self.register_buffer("network_of_attribute", torch.as_tensor(network_of_attribute, dtype=torch.long),
+                             persistent=False)
+
+    def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False):
+        nets = self.network_of_attribute[attributes]
+        emb_out = fmap_out = None
+        for n in torch.unique(nets).tolist():
+            idx = (nets == n).nonzero(as_tuple=True)[0]
+            emb, fmap = self.networks[n](images[idx], attributes[idx], return_features=True)
+            if emb_out is None:
+                emb_out = emb.new_empty((images.shape[0], emb.shape[1]))
+                fmap_out = fmap.new_empty((images.shape[0], *fmap.shape[1:]))
+            emb_out[idx] = emb
+            fmap_out[idx] = fmap
+        return (emb_out, fmap_out) if return_features else emb_out
+
+
+@register_strategy("mcl_fir_isolated")
+class MCLFIRIsolated(Strategy):
+    summary = ("the released MCL-FIR code: an independent network per increment, frozen initial backbone "
+               "as 'EMA' teacher, 1e-4 pooled-feature KD")
+
+    @dataclass
+    class Options:
+        label_aware: bool = False
+        kd_weight: float = 1e-4          # released code: 1e-4 x sum of pooled-feature MSEs
+        teacher_train_mode: bool = True  # released code: the frozen teacher runs in train mode
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self.teacher: nn.Module | None = None
+
+    def build_model(self, cfg, scenario):
+        base = build_model(cfg.model, scenario.meta.num_attributes, [0] * scenario.meta.num_attributes)
+        network_of_attribute = [0] * scenario.meta.num_attributes
+        for inc in scenario.increments:
+            for a in inc.attributes:
+                network_of_attribute[a] = inc.index
+        return IsolatedNetworks([copy.deepcopy(base) for _ in scenario.increments], network_of_attribute)
+
+    def _make_teacher(self, loop) -> None:
+        # every network starts from the same initial weights; the teacher is that backbone, frozen
+        self.teacher = copy.deepcopy(loop.model.networks[loop.increment.index].backbone)
+        self.teacher.requires_grad_(False)
+
+    def before_training_exp(self, loop):
+        if self.teacher is None:
+            self._make_teacher(loop)
+        current = loop.increment.index
+        for i, net in enumerate(loop.model.networks):
+            net.requires_grad_(i == current)
+
+    def before_training_epoch(self, loop):
+        for i, net in enumerate(loop.model.networks):
+            net.train(i == loop.increment.index)
+        self.teacher.train(self.opts.teacher_train_mode)
+
+    def before_backward(self, loop):
+        if not self.opts.kd_weight:
+            return
+        B = loop.mb_x.shape[0] // 2
+        with torch.no_grad(), loop.setup.autocast():
+            t_map = self.teacher(loop.mb_x)          # same view as the student, as in the code
+        loop.cost.add_forward_only(loop.mb_x.shape[0], backbone_only=True)
+        s_map = loop.mb_features
+        kd = pooled_feature_distillation(s_map[:B], t_map[:B]) + pooled_feature_distillation(s_map[B:], t_map[B:])
+        loop.loss = loop.loss + self.opts.kd_weight * kd
+
+    def state_dict(self):
+        return {"teacher": self.teacher.state_dict() if self.teacher is not None else None}
+
+    def load_state_dict(self, state, loop):
+        if state.get("teacher") is not None:
+            self.teacher = copy.deepcopy(loop.model.networks[0].backbone)
+            self.teacher.requires_grad_(False)
+            self.teacher.load_state_dict(state["teacher"])
