@@ -12,6 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from cl_fir.errors import CLFirError
 
@@ -32,7 +33,7 @@ def guarded(fn):
         except CLFirError as exc:
             if _state["debug"]:
                 raise
-            err.print(f"[bold red]error:[/bold red] {exc}", highlight=False)
+            err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]")
@@ -124,7 +125,7 @@ def _print_run_row(path: Path) -> None:
     from cl_fir.report.compare import compare, comparison_markdown
     from cl_fir.report.run_dir import load_run
 
-    out.print(comparison_markdown(compare([load_run(path)])), highlight=False)
+    out.print(comparison_markdown(compare([load_run(path)])), highlight=False, markup=False)
 
 
 @app.command("list")
@@ -138,14 +139,14 @@ def list_(what: Annotated[str, typer.Argument(help="strategies, scenarios or all
 
         out.print("[bold]strategies[/bold]")
         for name, cls in available_strategies().items():
-            out.print(f"  {name:<12} {cls.summary}", highlight=False)
+            out.print(f"  {name:<16} {cls.summary}", highlight=False, markup=False)
     if what in ("all", "scenarios"):
         from cl_fir.scenario import available_scenarios, load_spec
 
         out.print("[bold]scenarios[/bold]")
         for name in sorted(available_scenarios()):
             desc = " ".join(load_spec(name).description.split())
-            out.print(f"  {name:<12} {desc}", highlight=False)
+            out.print(f"  {name:<16} {desc}", highlight=False, markup=False)
 
 
 @app.command("compare")
@@ -184,7 +185,7 @@ def compare_(
         raise CLFirError("no complete runs to compare")
     rows = do_compare(runs)
     table = comparison_markdown(rows)
-    out.print(table, highlight=False)
+    out.print(table, highlight=False, markup=False)
     dest = out_dir or root or Path(".")
     atomic_io.write_text(dest / "comparison.md", table + "\n")
     atomic_io.write_text(dest / "comparison.csv", comparison_csv(rows))

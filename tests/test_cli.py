@@ -52,3 +52,12 @@ def test_console_entry_point_exit_code_and_no_traceback():
     debug = subprocess.run([sys.executable, "-m", "cl_fir", "--debug", "run", "--strategy", "nope"],
                            capture_output=True, text=True, timeout=120)
     assert debug.returncode != 0 and "Traceback" in debug.stderr
+
+
+def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
+    from conftest import write_scenario
+
+    path = write_scenario(tmp_path, '[["colour"]]', **{"epochs = 1": "epoch = 1"})
+    res = runner.invoke(app, ["run", "--scenario", str(path), "--output-dir", str(tmp_path)])
+    assert res.exit_code == 2
+    assert f"{path} [train]: unknown key 'epoch'" in res.output

@@ -106,3 +106,29 @@ def test_existing_run_needs_overwrite(runs, tiny_scenario):
             "--seed", "1", "--quiet"]
     res = runner.invoke(app, args)
     assert res.exit_code == 2 and "already holds a run; pass --overwrite" in res.output
+
+
+def test_compare_keeps_option_variants_apart(tiny_scenario, tmp_path):
+    for run_id, value in (("a", "true"), ("b", "false")):
+        res = runner.invoke(app, ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--output-dir",
+                                  str(tmp_path), "--seed", "1", "--run-id", run_id, "--opt", f"label_aware={value}",
+                                  "--quiet"])
+        assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["compare", "--root", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "| tiny | finetune [label_aware=False] | 1 |" in res.output
+    assert "| tiny | finetune [label_aware=True] | 1 |" in res.output
+
+
+def test_completed_run_records_its_cost_ratio_against_static(runs, tiny_scenario):
+    out, paths = runs
+    info = json.loads((paths["finetune"] / "run.json").read_text())
+    assert info["cost_ratio"] is None            # finetune ran before static existed
+    res = runner.invoke(app, ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--output-dir",
+                              str(out), "--seed", "1", "--run-id", "again"])
+    assert res.exit_code == 0, res.output
+    info = json.loads((out / "tiny" / "finetune" / "again" / "run.json").read_text())
+    assert info["cost_ratio"]["image_passes"] == pytest.approx(64 / 96)
+    assert info["cost_ratio"]["reference"] == str(paths["static"])
+    assert "training cost vs static (seed 1): 0.67x image passes" in res.output
+    assert "Cost vs static" in (out / "tiny" / "finetune" / "again" / "summary.md").read_text()
