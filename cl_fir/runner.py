@@ -130,7 +130,7 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
 def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, checkpoint: dict | None,
          stop_after: int | None) -> Path:
     spec = load_spec(cfg.scenario)
-    info.update(versions=versions(), device=resolve_device(cfg.device, cfg.precision).describe())
+    info.update(versions=versions())
     run_dir.write_info(info)
     try:
         start = 0 if checkpoint is None else checkpoint["increment"] + 1
@@ -138,6 +138,7 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
         reporter.log(f"[bold]{verb}[/bold] {cfg.strategy} on {spec.name} (seed {cfg.seed}) -> {run_dir.path}")
         loop = build_loop(cfg, reporter, info=info)
         scenario, cost = loop.scenario, loop.cost
+        info["device"] = loop.setup.describe()
         described = scenario.describe()
         info["tasks"] = [{**t, "increment": t["increment"] + 1} for t in described["tasks"]]
         info["increments"] = described["increments"]

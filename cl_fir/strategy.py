@@ -60,6 +60,10 @@ class Strategy:
 
     # ------------------------------------------------------------ data
 
+    def old_attributes(self, loop: "TrainingLoop") -> list[int]:
+        """Attributes learned in increments before the current one."""
+        return [a for inc in loop.scenario.increments[: loop.increment.index] for a in inc.attributes]
+
     def training_increments(self, loop: "TrainingLoop") -> list[int]:
         """Increments whose training data is used now (default: the current one only)."""
         return [loop.increment.index]

@@ -41,11 +41,8 @@ class LwF(Strategy):
             raise ConfigError(f"--opt kd_mode: expected embedding or similarity, got {self.opts.kd_mode!r}")
         self.old_model = None
 
-    def _old_attributes(self, loop) -> list[int]:
-        return [a for inc in loop.scenario.increments[: loop.increment.index] for a in inc.attributes]
-
     def before_backward(self, loop):
-        old = self._old_attributes(loop)
+        old = self.old_attributes(loop)
         if self.old_model is None or not old or not self.opts.kd_weight:
             return
         x = loop.mb_x

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from cl_fir.data.views import random_affine_view
+from cl_fir.errors import ConfigError
 from cl_fir.losses import embedding_distillation, pooled_feature_distillation
 from cl_fir.models.ema import EMATeacher
 from cl_fir.registry import register_strategy
@@ -58,10 +59,8 @@ class MCLFIR(Strategy):
         super().__init__(options)
         o = self.opts
         if o.kd_loss not in ("cosine", "mse"):
-            from cl_fir.errors import ConfigError
             raise ConfigError(f"--opt kd_loss: expected cosine or mse, got {o.kd_loss!r}")
         if o.teacher_view not in ("augmented", "same"):
-            from cl_fir.errors import ConfigError
             raise ConfigError(f"--opt teacher_view: expected augmented or same, got {o.teacher_view!r}")
         self.teacher: EMATeacher | None = None
 
@@ -78,9 +77,7 @@ class MCLFIR(Strategy):
         return [loop.model.heads[i] for i in range(loop.increment.index)]
 
     def _kd_attributes(self, loop) -> list[int]:
-        inc = loop.increment.index
-        attrs = [a for i in loop.scenario.increments[:inc] for a in i.attributes]
-        return attrs + (list(loop.increment.attributes) if self.opts.distill_current else [])
+        return self.old_attributes(loop) + (list(loop.increment.attributes) if self.opts.distill_current else [])
 
     # ------------------------------------------------------------ hooks
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from cl_fir.losses import pooled_feature_distillation
 from cl_fir.models import RetrievalModel, build_model
+from cl_fir.models.retrieval_model import route_by_group
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
@@ -39,17 +40,10 @@ class IsolatedNetworks(nn.Module):
                              persistent=False)
 
     def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False):
-        nets = self.network_of_attribute[attributes]
-        emb_out = fmap_out = None
-        for n in torch.unique(nets).tolist():
-            idx = (nets == n).nonzero(as_tuple=True)[0]
-            emb, fmap = self.networks[n](images[idx], attributes[idx], return_features=True)
-            if emb_out is None:
-                emb_out = emb.new_empty((images.shape[0], emb.shape[1]))
-                fmap_out = fmap.new_empty((images.shape[0], *fmap.shape[1:]))
-            emb_out[idx] = emb
-            fmap_out[idx] = fmap
-        return (emb_out, fmap_out) if return_features else emb_out
+        emb, fmap = route_by_group(
+            self.network_of_attribute[attributes],
+            lambda n, idx: self.networks[n](images[idx], attributes[idx], return_features=True))
+        return (emb, fmap) if return_features else emb
 
 
 @register_strategy("mcl_fir_isolated")

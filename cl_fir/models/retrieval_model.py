@@ -7,7 +7,7 @@ and DistributedDataParallel simple) and each attribute is routed to its head.
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -15,6 +15,20 @@ from torch import nn
 from cl_fir.config import ModelConfig
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.heads import AttributeAttentionHead
+
+
+def route_by_group(groups: torch.Tensor, compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]]):
+    """Run ``compute(group, indices)`` once per group present and scatter its outputs back
+    into batch order; returns one tensor per output of ``compute``."""
+    outs = None
+    for g in torch.unique(groups).tolist():
+        idx = (groups == g).nonzero(as_tuple=True)[0]
+        parts = compute(g, idx)
+        if outs is None:
+            outs = [p.new_empty((groups.shape[0], *p.shape[1:])) for p in parts]
+        for out, part in zip(outs, parts):
+            out[idx] = part
+    return tuple(outs)
 
 
 class RetrievalModel(nn.Module):
@@ -32,17 +46,10 @@ class RetrievalModel(nn.Module):
 
     def embed(self, fmap: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
         """Route each sample to the head of its attribute."""
-        heads = self.head_of_attribute[attributes]
         if len(self.heads) == 1:
             return self.heads[0](fmap, attributes)
-        out = None
-        for h in torch.unique(heads).tolist():
-            idx = (heads == h).nonzero(as_tuple=True)[0]
-            emb = self.heads[h](fmap[idx], attributes[idx])
-            if out is None:
-                out = emb.new_empty((fmap.shape[0], emb.shape[1]))
-            out[idx] = emb
-        return out
+        return route_by_group(self.head_of_attribute[attributes],
+                              lambda h, idx: (self.heads[h](fmap[idx], attributes[idx]),))[0]
 
     def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False):
         """Embeddings; with ``return_features`` also the backbone feature map (for distillation)."""
