@@ -133,6 +133,8 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if value is None or (isinstance(value, str) and value.lower() in ("none", "null", "")):
             return None
         return coerce(value, inner, where)
+    if inner is Any:
+        return value
     origin = typing.get_origin(inner)
     try:
         if inner is bool:
@@ -170,13 +172,10 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
                 raise ValueError
             args = typing.get_args(inner)
             item = args[0] if args else Any
-            items = [coerce(v, item, where) if item is not Any else v for v in value]
+            items = [coerce(v, item, where) for v in value]
             return tuple(items) if origin is tuple else items
     except (ValueError, TypeError):
         pass
-    else:
-        if inner is Any:
-            return value
     raise ConfigError(f"{where}: expected {_describe(hint)}, got {value!r}")
 
 

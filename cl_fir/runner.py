@@ -140,7 +140,7 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
         scenario, cost = loop.scenario, loop.cost
         info["device"] = loop.setup.describe()
         described = scenario.describe()
-        info["tasks"] = [{**t, "increment": t["increment"] + 1} for t in described["tasks"]]
+        info["tasks"] = described["tasks"]
         info["increments"] = described["increments"]
         info["data_root"] = described["data_root"]
         info["parameters"] = cost.parameters

@@ -166,8 +166,10 @@ class Scenario:
         self.eval_tasks: dict[int, EvalTask] = {}
         test_sets = []
         for inc in self.increments:
+            tables = []
             for a in inc.attributes:
                 q, c = queries.for_attributes([a]), candidates.for_attributes([a])
+                tables += [q, c]
                 if len(q) == 0 or len(c) == 0:
                     raise ConfigError(
                         f"{self.source.folder}: attribute {self.meta.names[a]} has {len(q)} queries and "
@@ -178,10 +180,8 @@ class Scenario:
                     SampleImageDataset(eval_paths, q, self.meta.class_offsets, eval_tf),
                     SampleImageDataset(eval_paths, c, self.meta.class_offsets, eval_tf),
                 )
-            both = SampleTable.concat([queries.for_attributes(inc.attributes), candidates.for_attributes(inc.attributes)])
-            raw = SampleImageDataset(eval_paths, both, self.meta.class_offsets)
+            raw = SampleImageDataset(eval_paths, SampleTable.concat(tables), self.meta.class_offsets)
             test_sets.append(avalanche_compat.task_aware_dataset(raw, raw.task_labels, train_tf, eval_tf))
-        self._train_sets = train_sets
         #: The Avalanche benchmark: ``benchmark.train_stream[i]`` is increment ``i``.
         self.benchmark = avalanche_compat.benchmark(train_sets, test_sets)
 
@@ -211,6 +211,7 @@ class Scenario:
         return (datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)), table
 
     def describe(self) -> dict:
+        """For run.json; increments are numbered from 1, as in every output file."""
         return {
             "name": self.name,
             "file": self.spec.path,
@@ -218,7 +219,7 @@ class Scenario:
             "data_root": str(self.source.data_root),
             "increments": [[self.meta.names[a] for a in inc.attributes] for inc in self.increments],
             "tasks": [
-                {"name": self.meta.names[a], "attribute": a, "increment": int(i),
+                {"name": self.meta.names[a], "attribute": a, "increment": int(i) + 1,
                  "num_values": self.meta.num_values[a], "num_train": int(np.sum(self.increments[i].train_table.attributes == a)),
                  "num_queries": self.eval_tasks[a].num_queries, "num_candidates": len(self.eval_tasks[a].candidates)}
                 for a, i in zip(self.tasks, self.task_increment)

@@ -14,7 +14,6 @@ Options are a dataclass named ``Options`` on the class; ``--opt key=value`` sets
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
@@ -120,6 +119,3 @@ class Strategy:
 
     def load_state_dict(self, state: dict, loop: "TrainingLoop") -> None:
         pass
-
-    def describe(self) -> dict:
-        return {"name": self.name, "options": dataclasses.asdict(self.opts)}

@@ -47,10 +47,6 @@ class AttributeMeta:
         """Global class id of (attribute a, value v) is ``class_offsets[a] + v``."""
         return np.concatenate([[0], np.cumsum(self.num_values)[:-1]]).astype(np.int64)
 
-    @property
-    def num_classes(self) -> int:
-        return int(sum(self.num_values))
-
     def index(self, name: str) -> int:
         try:
             return self.names.index(name)

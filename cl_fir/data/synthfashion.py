@@ -44,7 +44,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from cl_fir.atomic_io import write_json
 
 DATASET_KEY = "SynthFashion"
 #: Bump when rendering changes, so cached copies are regenerated.
@@ -424,16 +423,3 @@ def ensure_synthfashion(cfg: SynthFashionConfig, cache_dir: Path | None = None, 
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
-
-def contact_sheet(cfg: SynthFashionConfig, attribute: str, per_value: int = 6) -> Image.Image:
-    """A grid of freshly rendered examples: one row per value of ``attribute``."""
-    vals = ATTRIBUTES[attribute]
-    s = cfg.image_size
-    sheet = Image.new("RGB", (s * per_value, s * len(vals)), "white")
-    for r, _ in enumerate(vals):
-        for c in range(per_value):
-            rng = np.random.default_rng([cfg.seed, 99, r, c])
-            values = {n: int(rng.integers(len(v))) for n, v in ATTRIBUTES.items()}
-            values[attribute] = r
-            sheet.paste(render_garment(values, rng, s, cfg.nuisance), (c * s, r * s))
-    return sheet

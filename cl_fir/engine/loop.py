@@ -76,7 +76,7 @@ class TrainingLoop:
                 self.on_increment_end(self, inc, results)
 
     def train_increment(self, inc: Increment) -> None:
-        cfg, t = self.cfg, self.cfg.train
+        t = self.cfg.train
         self.increment = inc
         cost = self.cost.start(inc.index)
         self.strategy.before_training_exp(self)
