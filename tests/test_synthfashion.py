@@ -70,7 +70,7 @@ def test_written_files_follow_the_asen_meta_format(tmp_path):
         assert ids | set(c.image_ids.tolist()) == set(range(len(ds.filenames(split))))   # ... and covering
         for a, name in enumerate(ATTRIBUTE_NAMES):                       # every value has a candidate
             assert set(c.values[c.attributes == a].tolist()) == set(range(len(ATTRIBUTES[name])))
-    assert (ds.image_path("test", 0)).is_file()
+    assert ds.image_paths("test")[0].is_file()
 
 
 def test_rejects_bad_configuration(tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cl_fir.data.problems import ProblemLog
 from cl_fir.errors import ConfigError, DataFormatError
 
 EVAL_SPLITS = ("valid", "test")
@@ -117,24 +118,36 @@ def read_meta(data_root: Path, key: str) -> AttributeMeta:
     return AttributeMeta(key, names, num_values, value_names)
 
 
-def _read_lines(path: Path) -> list[str]:
+def _read_lines(path: Path, problems: ProblemLog | None = None) -> list[str]:
+    """Lines of a text file; a missing final newline is fine (DARN's filenames files have none).
+
+    With a collecting problem log, a missing or undecodable file is recorded and read as empty.
+    """
+    problems = problems or ProblemLog()
     if not path.is_file():
-        raise DataFormatError(f"{path}: missing")
+        problems.error("missing-file", path, None, "missing")
+        return []
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as exc:
-        raise DataFormatError(f"{path}: not UTF-8 text ({exc})") from None
-    # splitlines copes with a missing final newline (DARN's filenames files have none)
-    return text.splitlines()
+        problems.error("not-text", path, None, f"not UTF-8 text ({exc})")
+        return []
 
 
 class AsenMetaDataset:
-    """One dataset in the ASEN meta format, parsed lazily and validated on read."""
+    """One dataset in the ASEN meta format, parsed lazily and validated on read.
 
-    def __init__(self, data_root: str | Path, key: str):
+    ``problems`` receives everything found while reading (see :mod:`cl_fir.data.problems`);
+    by default errors raise at once and warnings are kept in ``self.problems``.
+    """
+
+    protocol = "ranking"
+
+    def __init__(self, data_root: str | Path, key: str, problems: ProblemLog | None = None):
         self.data_root = Path(data_root)
         self.key = key
         self.folder = self.data_root / key
+        self.problems = problems if problems is not None else ProblemLog()
         if not self.data_root.is_dir():
             raise DataFormatError(f"{self.data_root}: data root does not exist or is not a folder")
         self.meta = read_meta(self.data_root, key)
@@ -147,16 +160,15 @@ class AsenMetaDataset:
             raise ConfigError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
         if split not in self._filenames:
             path = self.folder / f"filenames_{split}.txt"
-            lines = _read_lines(path)
-            names = [ln.strip() for ln in lines]
+            names = [ln.strip() for ln in _read_lines(path, self.problems)]
             for i, name in enumerate(names):
                 if not name:
-                    raise DataFormatError(f"{path}:{i + 1}: empty line; expected one image path per line")
+                    self.problems.error("malformed", path, i + 1, "empty line; expected one image path per line")
             self._filenames[split] = names
         return self._filenames[split]
 
-    def image_path(self, split: str, image_id: int) -> Path:
-        return self.folder / self.filenames(split)[image_id]
+    def image_paths(self, split: str) -> list[Path]:
+        return [self.folder / name for name in self.filenames(split)]
 
     def train_samples(self) -> SampleTable:
         """Rows of ``label_train.txt`` (``img_id a v [a v ...]``), one per pair."""
@@ -171,38 +183,65 @@ class AsenMetaDataset:
         return self._parse(self.folder / f"{role}_{split}.txt", split, multi=False)
 
     def _parse(self, path: Path, split: str, multi: bool) -> SampleTable:
+        """Parse, normalise and validate one label file.
+
+        Training files may carry 1-based type codes (an early ASEN DeepFashion script):
+        when no pair uses type 0 and some pair uses type N, all types are shifted down by
+        one and a warning says so. Repeated (image, attribute) rows are kept once, with a
+        warning. Lines may be padded with extra whitespace or tabs.
+        """
+        log = self.problems
         n_images = len(self.filenames(split))
         expected = "'img_id attr value [attr value ...]'" if multi else "'img_id attr value'"
-        ids, attrs, vals = [], [], []
-        for lineno, line in enumerate(_read_lines(path), start=1):
+        parsed: list[tuple[int, int, list[int]]] = []
+        for lineno, line in enumerate(_read_lines(path, log), start=1):
             fields = line.split()
             if not fields:
                 continue
             try:
                 numbers = [int(f) for f in fields]
             except ValueError:
-                raise DataFormatError(f"{path}:{lineno}: expected {expected} as integers, got {line.strip()!r}") from None
+                log.error("malformed", path, lineno, f"expected {expected} as integers, got {line.strip()!r}")
+                continue
             pairs = numbers[1:]
             if len(numbers) < 3 or len(pairs) % 2 or (not multi and len(numbers) != 3):
-                raise DataFormatError(f"{path}:{lineno}: expected {expected}, got {line.strip()!r}")
-            image_id = numbers[0]
-            if not 0 <= image_id < n_images:
-                raise DataFormatError(
-                    f"{path}:{lineno}: image id {image_id} out of range; filenames_{split}.txt has {n_images} lines"
-                )
+                log.error("malformed", path, lineno, f"expected {expected}, got {line.strip()!r}")
+                continue
+            if not 0 <= numbers[0] < n_images:
+                log.error("out-of-range", path, lineno, f"image id {numbers[0]} out of range; "
+                          f"filenames_{split}.txt has {n_images} lines")
+                continue
+            parsed.append((lineno, numbers[0], pairs))
+        shift = 0
+        n_attr = self.meta.num_attributes
+        if multi and parsed:
+            types = {a for _, _, pairs in parsed for a in pairs[0::2]}
+            if 0 not in types and n_attr in types:
+                shift = 1
+                log.warning("one-based-types", path, None, f"attribute type codes run 1..{n_attr}; "
+                            f"read as 0-based indices (code - 1), as the early ASEN DeepFashion files")
+        ids, attrs, vals = [], [], []
+        seen: dict[tuple[int, int, int] | tuple[int, int], int] = {}
+        for lineno, image_id, pairs in parsed:
             for a, v in zip(pairs[0::2], pairs[1::2]):
-                if not 0 <= a < self.meta.num_attributes:
-                    raise DataFormatError(
-                        f"{path}:{lineno}: attribute {a} out of range (0..{self.meta.num_attributes - 1})"
-                    )
+                a -= shift
+                if not 0 <= a < n_attr:
+                    log.error("out-of-range", path, lineno, f"attribute {a + shift} out of range "
+                              f"({shift}..{n_attr - 1 + shift})")
+                    continue
                 if not 0 <= v < self.meta.num_values[a]:
-                    raise DataFormatError(
-                        f"{path}:{lineno}: value {v} out of range for attribute {self.meta.names[a]} "
-                        f"(0..{self.meta.num_values[a] - 1})"
-                    )
+                    log.error("out-of-range", path, lineno, f"value {v} out of range for attribute "
+                              f"{self.meta.names[a]} (0..{self.meta.num_values[a] - 1})")
+                    continue
+                key = (image_id, a, v) if multi else (image_id, a)
+                if key in seen:
+                    log.warning("duplicate", path, lineno, f"repeats line {seen[key]} (image {image_id}, attribute "
+                                f"{self.meta.names[a]}); kept once")
+                    continue
+                seen[key] = lineno
                 ids.append(image_id)
                 attrs.append(a)
                 vals.append(v)
-        if not ids:
-            raise DataFormatError(f"{path}: no samples; expected lines of {expected}")
+        if not ids and path.is_file():
+            log.error("empty", path, None, f"no samples; expected lines of {expected}")
         return SampleTable(np.asarray(ids, np.int64), np.asarray(attrs, np.int64), np.asarray(vals, np.int64))

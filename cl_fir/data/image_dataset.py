@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +19,32 @@ def load_rgb(path: str | Path) -> Image.Image:
         return img.convert("RGB")
 
 
+#: Stand-in for an image that passed the check when the dataset was opened but fails to
+#: load later (e.g. truncated after its header): mid-grey, replaced at the transform's size.
+_SUBSTITUTE_SIZE = (224, 224)
+
+
+def record_load_failure(log_path: str | None, image_path: str | Path, exc: BaseException) -> None:
+    """Append one line per failure (safe from several DataLoader workers: one short write each)."""
+    message = f"{image_path}\t{type(exc).__name__}: {exc}".replace("\n", " ") + "\n"
+    if log_path:
+        fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        try:
+            os.write(fd, message.encode("utf-8", "replace"))
+        finally:
+            os.close(fd)
+    print(f"warning: could not load {image_path} ({type(exc).__name__}: {exc}); using a grey stand-in",
+          file=sys.stderr)
+
+
+def count_load_failures(log_path: str | Path | None) -> int:
+    try:
+        with open(log_path, "rb") as fh:
+            return sum(1 for _ in fh)
+    except (OSError, TypeError):
+        return 0
+
+
 class SampleImageDataset(Dataset):
     """Item ``i`` is ``(image, class_id)`` for row ``i`` of the table; images load on access.
 
@@ -30,6 +58,8 @@ class SampleImageDataset(Dataset):
         self.table = table
         self.class_ids = (np.asarray(class_offsets)[table.attributes] + table.values).astype(np.int64)
         self.transform = transform
+        #: where load failures are appended (set by the run); a failure never stops the run
+        self.failure_log: str | None = None
 
     @property
     def targets(self) -> list[int]:
@@ -43,7 +73,12 @@ class SampleImageDataset(Dataset):
         return len(self.table)
 
     def __getitem__(self, index: int):
-        img = load_rgb(self.image_paths[int(self.table.image_ids[index])])
+        path = self.image_paths[int(self.table.image_ids[index])]
+        try:
+            img = load_rgb(path)
+        except Exception as exc:   # PIL raises OSError, SyntaxError, ValueError... on bad files
+            record_load_failure(self.failure_log, path, exc)
+            img = Image.new("RGB", _SUBSTITUTE_SIZE, (128, 128, 128))
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.class_ids[index])
