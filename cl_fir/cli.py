@@ -78,7 +78,9 @@ def run(
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone checkpoint (nothing is downloaded).")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
-        help="Where generated datasets are cached (or CL_FIR_CACHE; default ~/.cache/cl-fir).")] = None,
+        help="Where generated datasets and image checks are cached (or CL_FIR_CACHE; default ~/.cache/cl-fir).")] = None,
+    strict: Annotated[bool, typer.Option(help="Refuse to start when an image the scenario uses is missing or "
+                                              "unreadable (default: skip and count it).")] = False,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override any setting: SECTION.KEY=VALUE, "
                                                                     "e.g. model.embed_dim=32 (repeatable).")] = None,
     opt: Annotated[Optional[list[str]], typer.Option(help="Strategy option KEY=VALUE (repeatable).")] = None,
@@ -97,7 +99,8 @@ def run(
                    "--samples-per-epoch": samples_per_epoch, "--batch-size": batch_size, "--lr": lr,
                    "--output-dir": output_dir, "--run-id": run_id, "--overwrite": overwrite or None,
                    "--device": device, "--precision": precision, "--num-workers": num_workers, "--weights": weights,
-                   "--data-root": data_root, "--cache-dir": cache_dir, "--set": set_ or None, "--opt": opt or None}
+                   "--data-root": data_root, "--cache-dir": cache_dir, "--strict": strict or None,
+                   "--set": set_ or None, "--opt": opt or None}
         given = [name for name, value in options.items() if value is not None]
         if given:
             raise CLFirError(f"--resume continues a run with its saved configuration; it cannot be combined "
@@ -116,7 +119,7 @@ def run(
         strategy or _default_strategy(), scenario or "synth-4inc", overrides, parse_assignments(opt, "--opt"),
         seed=seed, device=device, precision=precision, output_dir=str(output_dir) if output_dir else None,
         run_id=run_id, data_root=str(data_root) if data_root else None,
-        cache_dir=str(cache_dir) if cache_dir else None,
+        cache_dir=str(cache_dir) if cache_dir else None, strict=strict or None,
     )
     _print_run_row(execute_run(cfg, overwrite=overwrite, reporter=reporter))
 
@@ -191,6 +194,54 @@ def compare_(
     atomic_io.write_text(dest / "comparison.csv", comparison_csv(rows))
     plot_forgetting_curves([r for r in runs if r.complete], dest / "forgetting_curves.png")
     err.print(f"wrote {dest / 'comparison.md'}, {dest / 'comparison.csv'}, {dest / 'forgetting_curves.png'}")
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Check datasets on disk.")
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("verify")
+@guarded
+def data_verify(
+    name: Annotated[str, typer.Argument(help="fashionai, darn, deepfashion, zappos50k, or a scenario name "
+                                             "(checks every dataset it reads).")],
+    data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
+    quick: Annotated[bool, typer.Option(help="Only read image headers instead of decoding every image.")] = False,
+    json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the full report as JSON.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Where image-check results are cached "
+                                                           "(or CL_FIR_CACHE).")] = None,
+    max_listed: Annotated[int, typer.Option(help="Problems and bad images listed per category.")] = 10,
+) -> None:
+    """Check a dataset's layout, line counts, labels and images; exit 0 only if it is usable.
+
+    Prints what a run would skip (rows whose image is missing or unreadable). Exit codes:
+    0 usable, 1 not usable, 2 bad invocation.
+    """
+    import os
+
+    from cl_fir import atomic_io
+    from cl_fir.data.synthfashion import default_cache_dir
+    from cl_fir.data.verify import report_text, resolve_names, verify
+    from cl_fir.engine.progress import Reporter
+
+    root = data_root or (Path(os.environ["CL_FIR_DATA"]) if os.environ.get("CL_FIR_DATA") else None)
+    if root is None:
+        raise CLFirError("give --data-root DIR (or set CL_FIR_DATA): the folder holding meta.json and the "
+                         "dataset folders")
+    if not root.is_dir():
+        raise CLFirError(f"--data-root {root}: not a folder")
+    reporter = Reporter(console=err)
+    reports = []
+    for reader, key in resolve_names(name):
+        report = verify(reader, key, root, "header" if quick else "decode", cache_dir or default_cache_dir(),
+                        reporter.progress_factory())
+        out.print(report_text(report, max_listed), highlight=False, markup=False)
+        reports.append(report)
+    if json_out is not None:
+        atomic_io.write_json(json_out, {"reports": [r.to_dict() for r in reports]})
+        err.print(f"wrote {json_out}")
+    if not all(r.usable for r in reports):
+        raise typer.Exit(1)
 
 
 @app.command()

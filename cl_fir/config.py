@@ -71,7 +71,8 @@ class RunConfig:
     output_dir: str = "results"
     run_id: str | None = None               # default: seed<N>
     data_root: str | None = None            # real datasets; or CL_FIR_DATA
-    cache_dir: str | None = None            # generated datasets; or CL_FIR_CACHE
+    cache_dir: str | None = None            # generated datasets and image-check results; or CL_FIR_CACHE
+    strict: bool = False                    # refuse to start when a used image is missing or unreadable
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)

@@ -21,7 +21,8 @@ from cl_fir.engine.loop import TrainingLoop
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
 from cl_fir.errors import ConfigError
-from cl_fir.evaluation.evaluator import metric_names
+from cl_fir.data.image_dataset import count_load_failures
+from cl_fir.evaluation.evaluator import METRIC_LABELS, metric_names
 from cl_fir.models.backbones import FeatureMapBackbone, load_local_weights
 from cl_fir.registry import get_strategy_class
 from cl_fir.report.cost_ratio import find_reference_run, ratio_line
@@ -116,7 +117,7 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     strategy = strategy_cls(strategy_cls.parse_options(cfg.strategy_options))
     setup = resolve_device(cfg.device, cfg.precision)
     seed_everything(cfg.seed)
-    scenario = Scenario(spec, cfg, reporter.progress_factory())
+    scenario = Scenario(spec, cfg, reporter.progress_factory(), strict=cfg.strict)
     seed_everything(cfg.seed)
     model = strategy.build_model(cfg, scenario)
     if cfg.model.weights:
@@ -143,13 +144,25 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
         info["tasks"] = described["tasks"]
         info["increments"] = described["increments"]
         info["data_root"] = described["data_root"]
+        info["protocol"] = described["protocol"]
+        info["data"] = described["data"]
         info["parameters"] = cost.parameters
+        failures = run_dir.path / "load_failures.txt"
+        scenario.log_load_failures_to(failures)
         results = RunResults(scenario.task_names, scenario.tasks, scenario.task_increment,
-                             [scenario.eval_tasks[a].num_queries for a in scenario.tasks], metric_names(cfg.eval))
+                             [scenario.eval_tasks[a].num_queries for a in scenario.tasks],
+                             metric_names(cfg.eval, scenario.protocol))
+        info["primary_metric"] = results.primary
+        label = METRIC_LABELS[results.primary]
+        data = info["data"]
+        if data["bad_images"]:
+            reporter.log(f"[yellow]skipping {data['bad_images']} of {data['checked_images']} images[/yellow] "
+                         f"(missing or unreadable; rows skipped: {data['skipped_rows']}); --strict refuses instead")
         run_dir.write_info(info)
 
         def on_increment_end(loop: TrainingLoop, inc, inc_results: dict) -> None:
             results.record(inc.index, inc_results)
+            info["data"]["load_failures"] = count_load_failures(failures)
             info["increments_done"] = results.increments_done
             if results.increments_done == len(scenario.increments):
                 info["status"] = "complete"
@@ -160,8 +173,8 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             _checkpoint(run_dir, loop, inc.index, results, cost, cfg)
             run_dir.write_info(info)
             d = results.derived()
-            row = ", ".join(f"{scenario.meta.names[a]} {m['map_all']:.1f}" for a, m in inc_results.items())
-            msg = f"  MAP@all after increment {inc.index + 1}: {row}; seen-task mean {d['final']:.2f}"
+            row = ", ".join(f"{scenario.meta.names[a]} {m[results.primary]:.1f}" for a, m in inc_results.items())
+            msg = f"  {label} after increment {inc.index + 1}: {row}; seen-task mean {d['final']:.2f}"
             if inc.index:
                 msg += f", forgetting {d['forgetting']:.2f}"
             reporter.log(msg)

@@ -7,8 +7,13 @@ takes a path). Its sections:
     identification; ``family`` is ``"attribute"`` (attribute-specific retrieval).
 ``[dataset]``
     ``reader`` = ``"synthfashion"`` (generated on first use; the other keys are the
-    generator's :class:`~cl_fir.data.synthfashion.SynthFashionConfig`) or ``"asen-meta"``
-    (read from ``--data-root``/``CL_FIR_DATA``; ``key`` names the dataset in meta.json).
+    generator's :class:`~cl_fir.data.synthfashion.SynthFashionConfig`), ``"asen-meta"``
+    (FashionAI, DARN, DeepFashion; read from ``--data-root``/``CL_FIR_DATA``; ``key``
+    names the dataset in meta.json, or ``keys = [...]`` chains several datasets into one
+    cross-dataset sequence) or ``"zappos"`` (UT-Zappos50k, CSN split; evaluated by
+    triplet accuracy). ``image_check`` = ``"exists"``, ``"header"`` (default) or
+    ``"decode"``: how every used image is checked before training (see
+    :mod:`cl_fir.data.image_check`).
 ``[increments]``
     ``groups = N`` (contiguous equal groups in meta order, reference/mclfir.md 1.1) or
     ``attributes = [["a", "b"], ["c"], ...]`` (explicit, by attribute name).
@@ -20,7 +25,8 @@ takes a path). Its sections:
 
 Building a scenario yields a real Avalanche benchmark (one experience per increment,
 task label = attribute id, class = (attribute, value)) plus, for every task, the
-query and candidate sets used by the evaluator.
+evaluation set: query and candidate sets (ranking protocol, MAP) or test triplets
+(triplet protocol, accuracy).
 """
 
 from __future__ import annotations
@@ -38,11 +44,16 @@ from torch.utils.data import ConcatDataset
 from cl_fir import avalanche_compat
 from cl_fir.config import SECTIONS, RunConfig, apply_section
 from cl_fir.data.asen_meta import AsenMetaDataset, AttributeMeta, SampleTable
+from cl_fir.data.combined import CombinedSource
+from cl_fir.data.image_check import LEVELS, check_images
 from cl_fir.data.image_dataset import SampleImageDataset
 from cl_fir.data.synthfashion import DATASET_KEY as SYNTH_KEY
-from cl_fir.data.synthfashion import SynthFashionConfig, ensure_synthfashion
+from cl_fir.data.problems import ProblemLog
+from cl_fir.data.synthfashion import SynthFashionConfig, default_cache_dir, ensure_synthfashion
 from cl_fir.data.transforms import build_transforms
-from cl_fir.errors import ConfigError
+from cl_fir.data.zappos import DEFAULT_KEY as ZAPPOS_KEY
+from cl_fir.data.zappos import ZapposDataset
+from cl_fir.errors import ConfigError, DataFormatError
 
 FAMILIES = ("attribute",)
 _TOP_KEYS = {"name", "description", "family", "dataset", "increments", "strategies", *SECTIONS}
@@ -122,7 +133,7 @@ class Increment:
 
 
 @dataclass
-class EvalTask:
+class RankingTask:
     """Query and candidate sets of one attribute (ASEN protocol: same attribute, disjoint images)."""
 
     attribute: int
@@ -134,56 +145,137 @@ class EvalTask:
     def num_queries(self) -> int:
         return len(self.queries)
 
+    @property
+    def num_candidates(self) -> int:
+        return len(self.candidates)
+
+
+@dataclass
+class TripletTask:
+    """Test triplets of one condition (CSN protocol): ``images`` plus index triplets into it."""
+
+    attribute: int
+    name: str
+    images: SampleImageDataset
+    anchors: np.ndarray
+    far: np.ndarray
+    close: np.ndarray
+
+    @property
+    def num_queries(self) -> int:
+        return int(self.anchors.shape[0])
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.images)
+
+
+EvalTask = RankingTask | TripletTask
+
 
 class Scenario:
-    """A built scenario: increments, the Avalanche benchmark and the evaluation tasks."""
+    """A built scenario: increments, the Avalanche benchmark and the evaluation tasks.
 
-    def __init__(self, spec: ScenarioSpec, cfg: RunConfig, progress_factory=None):
+    Every image the scenario uses is checked when it is built (``[dataset] image_check``,
+    default ``header``); rows with a missing or unreadable image are dropped and counted
+    in :attr:`data_report`, or the build fails with ``strict``.
+    """
+
+    def __init__(self, spec: ScenarioSpec, cfg: RunConfig, progress_factory=None, strict: bool = False):
         self.spec = spec
         self.name = spec.name
-        self.source = _open_source(spec, cfg, progress_factory)
+        self.source, check_level = _open_source(spec, cfg, progress_factory)
+        self.protocol: str = self.source.protocol
         self.meta: AttributeMeta = self.source.meta
         groups = _increment_groups(spec, self.meta)
+        attrs_used = [a for g in groups for a in g]
+        split = cfg.eval.split
+
+        train_all = self.source.train_samples().for_attributes(attrs_used)
+        if self.protocol == "ranking":
+            eval_tables = {role: self.source.eval_samples(split, role).for_attributes(attrs_used)
+                           for role in ("query", "candidate")}
+            eval_ids = np.concatenate([t.image_ids for t in eval_tables.values()])
+        else:
+            triplets = self.source.eval_triplets(split).for_attributes(attrs_used)
+            eval_ids = triplets.image_ids()
+        train_paths = self.source.image_paths("train")
+        eval_paths = self.source.image_paths(split)
+        bad_train, bad_eval, self.data_report = _check_images(
+            train_paths, np.unique(train_all.image_ids), eval_paths, np.unique(eval_ids), check_level,
+            _cache_dir(cfg), progress_factory)
+        if strict and self.data_report["bad_images"]:
+            examples = "; ".join(self.data_report["examples"])
+            raise DataFormatError(
+                f"{self.data_report['bad_images']} of {self.data_report['checked_images']} images of scenario "
+                f"{spec.name} are missing or unreadable ({examples}); without --strict they are skipped and "
+                f"counted; `cl-fir data verify` lists them all")
+        n_train = len(train_all)
+        train_all = train_all.subset(~np.isin(train_all.image_ids, bad_train))
+        skipped = self.data_report["skipped_rows"]
+        skipped["train"] = n_train - len(train_all)
 
         train_tf, eval_tf = build_transforms(cfg.transforms)
-        train_all = self.source.train_samples()
-        train_paths = [self.source.folder / f for f in self.source.filenames("train")]
+        self.image_datasets: list[SampleImageDataset] = []
         self.increments: list[Increment] = []
         train_sets = []
         for i, attrs in enumerate(groups):
             table = train_all.for_attributes(attrs)
             missing = [self.meta.names[a] for a in attrs if not np.any(table.attributes == a)]
             if missing:
-                raise ConfigError(f"{spec.path}: increment {i} attribute(s) {', '.join(missing)} have no training samples")
+                raise ConfigError(f"{spec.path}: increment {i + 1} attribute(s) {', '.join(missing)} have no "
+                                  f"training samples")
             self.increments.append(Increment(i, tuple(attrs), table))
-            raw = SampleImageDataset(train_paths, table, self.meta.class_offsets)
+            raw = self._dataset(train_paths, table)
             train_sets.append(avalanche_compat.task_aware_dataset(raw, raw.task_labels, train_tf, eval_tf))
 
-        split = cfg.eval.split
-        eval_paths = [self.source.folder / f for f in self.source.filenames(split)]
-        queries = self.source.eval_samples(split, "query")
-        candidates = self.source.eval_samples(split, "candidate")
         self.eval_tasks: dict[int, EvalTask] = {}
         test_sets = []
         for inc in self.increments:
             tables = []
             for a in inc.attributes:
-                q, c = queries.for_attributes([a]), candidates.for_attributes([a])
-                tables += [q, c]
-                if len(q) == 0 or len(c) == 0:
-                    raise ConfigError(
-                        f"{self.source.folder}: attribute {self.meta.names[a]} has {len(q)} queries and "
-                        f"{len(c)} candidates in split {split!r}; both must be non-empty"
-                    )
-                self.eval_tasks[a] = EvalTask(
-                    a, self.meta.names[a],
-                    SampleImageDataset(eval_paths, q, self.meta.class_offsets, eval_tf),
-                    SampleImageDataset(eval_paths, c, self.meta.class_offsets, eval_tf),
-                )
-            raw = SampleImageDataset(eval_paths, SampleTable.concat(tables), self.meta.class_offsets)
+                if self.protocol == "ranking":
+                    q, c = (eval_tables[r].for_attributes([a]) for r in ("query", "candidate"))
+                    n_q, n_c = len(q), len(c)
+                    q, c = (t.subset(~np.isin(t.image_ids, bad_eval)) for t in (q, c))
+                    skipped["query"] = skipped.get("query", 0) + n_q - len(q)
+                    skipped["candidate"] = skipped.get("candidate", 0) + n_c - len(c)
+                    if len(q) == 0 or len(c) == 0:
+                        raise ConfigError(
+                            f"{self.source.folder}: attribute {self.meta.names[a]} has {len(q)} queries and "
+                            f"{len(c)} candidates with usable images in split {split!r}; both must be non-empty")
+                    tables += [q, c]
+                    self.eval_tasks[a] = RankingTask(a, self.meta.names[a], self._dataset(eval_paths, q, eval_tf),
+                                                     self._dataset(eval_paths, c, eval_tf))
+                else:
+                    t = triplets.for_attributes([a])
+                    keep = ~(np.isin(t.anchors, bad_eval) | np.isin(t.far, bad_eval) | np.isin(t.close, bad_eval))
+                    skipped["triplets"] = skipped.get("triplets", 0) + int((~keep).sum())
+                    t = t.subset(keep)
+                    if len(t) == 0:
+                        raise ConfigError(f"{self.source.folder}: condition {self.meta.names[a]} has no test "
+                                          f"triplets with usable images in split {split!r}")
+                    ids = t.image_ids()
+                    images = SampleTable(ids, np.full(len(ids), a, np.int64), np.zeros(len(ids), np.int64))
+                    tables.append(images)
+                    pos = {int(i): k for k, i in enumerate(ids)}
+                    index = [np.asarray([pos[int(i)] for i in col], dtype=np.int64) for col in (t.anchors, t.far, t.close)]
+                    self.eval_tasks[a] = TripletTask(a, self.meta.names[a], self._dataset(eval_paths, images, eval_tf),
+                                                     *index)
+            raw = self._dataset(eval_paths, SampleTable.concat(tables))
             test_sets.append(avalanche_compat.task_aware_dataset(raw, raw.task_labels, train_tf, eval_tf))
         #: The Avalanche benchmark: ``benchmark.train_stream[i]`` is increment ``i``.
         self.benchmark = avalanche_compat.benchmark(train_sets, test_sets)
+
+    def _dataset(self, paths, table: SampleTable, transform=None) -> SampleImageDataset:
+        ds = SampleImageDataset(paths, table, self.meta.class_offsets, transform)
+        self.image_datasets.append(ds)
+        return ds
+
+    def log_load_failures_to(self, path: Path | None) -> None:
+        """Images that fail to load during the run are replaced, and each failure is appended here."""
+        for ds in self.image_datasets:
+            ds.failure_log = None if path is None else str(path)
 
     # ------------------------------------------------------------------ views
 
@@ -210,44 +302,104 @@ class Scenario:
         table = SampleTable.concat([self.increments[i].train_table for i in increment_indices])
         return (datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)), table
 
+    def dataset_of_task(self, attribute: int) -> str:
+        """The dataset an attribute comes from (several only in cross-dataset scenarios)."""
+        of = getattr(self.source, "dataset_of_attribute", None)
+        return of(attribute) if of else self.source.key
+
     def describe(self) -> dict:
         """For run.json; increments are numbered from 1, as in every output file."""
         return {
             "name": self.name,
             "file": self.spec.path,
             "dataset": self.meta.dataset,
+            "protocol": self.protocol,
             "data_root": str(self.source.data_root),
             "increments": [[self.meta.names[a] for a in inc.attributes] for inc in self.increments],
             "tasks": [
                 {"name": self.meta.names[a], "attribute": a, "increment": int(i) + 1,
-                 "num_values": self.meta.num_values[a], "num_train": int(np.sum(self.increments[i].train_table.attributes == a)),
-                 "num_queries": self.eval_tasks[a].num_queries, "num_candidates": len(self.eval_tasks[a].candidates)}
+                 "dataset": self.dataset_of_task(a),
+                 "num_values": self.meta.num_values[a] if self.protocol == "ranking" else None,
+                 "num_train": int(np.sum(self.increments[i].train_table.attributes == a)),
+                 "num_queries": self.eval_tasks[a].num_queries, "num_candidates": self.eval_tasks[a].num_candidates}
                 for a, i in zip(self.tasks, self.task_increment)
             ],
+            "data": self.data_report,
         }
 
 
-def _open_source(spec: ScenarioSpec, cfg: RunConfig, progress_factory) -> AsenMetaDataset:
+READERS = ("synthfashion", "asen-meta", "zappos")
+
+
+def _open_source(spec: ScenarioSpec, cfg: RunConfig, progress_factory):
+    """The dataset reader named by ``[dataset] reader``, and the image check level."""
     params = dict(spec.dataset)
     reader = params.pop("reader", None)
     where = f"{spec.path} [dataset]"
+    level = params.pop("image_check", "header")
+    if level not in LEVELS:
+        raise ConfigError(f"{where}: image_check must be one of {', '.join(LEVELS)}, got {level!r}")
     if reader == "synthfashion":
         synth = SynthFashionConfig()
         apply_section(synth, params, where)
-        root = ensure_synthfashion(synth, Path(cfg.cache_dir) if cfg.cache_dir else None,
-                                   progress_factory=progress_factory)
-        return AsenMetaDataset(root, SYNTH_KEY)
-    if reader == "asen-meta":
-        key = params.pop("key", None)
-        if not key:
-            raise ConfigError(f"{where}: reader 'asen-meta' needs key = \"<dataset name in meta.json>\"")
+        root = ensure_synthfashion(synth, _cache_dir(cfg), progress_factory=progress_factory)
+        return AsenMetaDataset(root, SYNTH_KEY), level
+    if reader not in READERS:
+        raise ConfigError(f"{where}: reader must be one of {', '.join(READERS)}, got {reader!r}")
+    data_root = cfg.data_root or os.environ.get("CL_FIR_DATA")
+    if not data_root:
+        raise ConfigError(f"scenario {spec.name} reads real data: give --data-root DIR or set CL_FIR_DATA "
+                          f"(the folder holding meta.json and the dataset folders; see `cl-fir data verify`)")
+    if reader == "zappos":
+        key = params.pop("key", ZAPPOS_KEY)
         if params:
-            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(params))} for reader 'asen-meta'")
-        data_root = cfg.data_root or os.environ.get("CL_FIR_DATA")
-        if not data_root:
-            raise ConfigError(f"scenario {spec.name} reads real data: give --data-root DIR or set CL_FIR_DATA")
-        return AsenMetaDataset(data_root, key)
-    raise ConfigError(f"{where}: reader must be 'synthfashion' or 'asen-meta', got {reader!r}")
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(params))} for reader 'zappos'")
+        return ZapposDataset(data_root, key), level
+    keys = params.pop("keys", None)
+    key = params.pop("key", None)
+    if params:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(params))} for reader 'asen-meta'")
+    if (key is None) == (keys is None):
+        raise ConfigError(f"{where}: reader 'asen-meta' needs key = \"<dataset name in meta.json>\" or "
+                          f"keys = [\"<first>\", \"<second>\", ...] (a cross-dataset sequence)")
+    if keys is not None:
+        if not isinstance(keys, list) or not keys or not all(isinstance(k, str) for k in keys):
+            raise ConfigError(f"{where}: keys must be a non-empty list of dataset names, got {keys!r}")
+        problems = ProblemLog()
+        return CombinedSource([AsenMetaDataset(data_root, k, problems) for k in keys]), level
+    return AsenMetaDataset(data_root, key), level
+
+
+def _cache_dir(cfg: RunConfig) -> Path:
+    return Path(cfg.cache_dir) if cfg.cache_dir else default_cache_dir()
+
+
+def _check_images(train_paths, train_ids, eval_paths, eval_ids, level, cache_dir, progress_factory):
+    """Check the images behind the used ids; return the bad train ids, bad eval ids and a report.
+
+    Paths found under another extension replace the listed ones in ``train_paths`` /
+    ``eval_paths`` (in place).
+    """
+    wanted = [(train_paths, int(i)) for i in train_ids] + [(eval_paths, int(i)) for i in eval_ids]
+    paths = list(dict.fromkeys(listing[i] for listing, i in wanted))
+    check = check_images(paths, level, cache_dir, progress_factory)
+    index = {p: k for k, p in enumerate(paths)}
+    slots = [index[listing[i]] for listing, i in wanted]
+    n_train = len(train_ids)
+    bad_train = np.asarray([i for (_, i), k in zip(wanted[:n_train], slots) if k in check.bad], dtype=np.int64)
+    bad_eval = np.asarray([i for (_, i), k in zip(wanted[n_train:], slots[n_train:]) if k in check.bad], dtype=np.int64)
+    for (listing, i), k in zip(wanted, slots):
+        listing[i] = check.paths[k]
+    report = {
+        "image_check": level,
+        "checked_images": len(paths),
+        "bad_images": check.num_bad,
+        "bad_by_reason": check.reasons(),
+        "other_extension": check.other_extension,
+        "examples": [f"{paths[k]}: {r}" for k, r in list(check.bad.items())[:3]],
+        "skipped_rows": {},
+    }
+    return bad_train, bad_eval, report
 
 
 def _increment_groups(spec: ScenarioSpec, meta: AttributeMeta) -> list[list[int]]:

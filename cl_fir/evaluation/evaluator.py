@@ -1,8 +1,12 @@
-"""Evaluate a model on the query/candidate sets of the tasks seen so far.
+"""Evaluate a model on the evaluation sets of the tasks seen so far. Metrics are in percent.
 
-Attribute-specific protocol (ASEN): each task's queries are ranked against the
-candidates of the same attribute, embedded under that attribute's condition; relevant
-means same value. Metrics are in percent.
+Ranking protocol (ASEN; FashionAI, DARN, DeepFashion): each task's queries are ranked
+against the candidates of the same attribute, embedded under that attribute's
+condition; relevant means same value. MAP@all is the primary metric.
+
+Triplet protocol (CSN; Zappos50k): a test triplet (anchor, far, close) is correct when
+the anchor is strictly closer (Euclidean) to the close image than to the far one in that
+condition's embedding; triplet accuracy is the primary metric.
 """
 
 from __future__ import annotations
@@ -19,9 +23,23 @@ from cl_fir.evaluation.retrieval import retrieval_scores
 if TYPE_CHECKING:
     from cl_fir.scenario import EvalTask
 
+#: Human name of each primary metric (the first of :func:`metric_names`).
+METRIC_LABELS = {"map_all": "MAP@all", "triplet_acc": "triplet accuracy"}
 
-def metric_names(cfg: EvalConfig) -> list[str]:
+
+def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
+    """Metrics recorded for every task; the first is the run's primary metric."""
+    if protocol == "triplet":
+        return ["triplet_acc"]
     return ["map_all", f"map@{cfg.map_k}", *[f"recall@{k}" for k in cfg.recall_ks]]
+
+
+def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
+    """Percentage of triplets with ||anchor - close|| < ||anchor - far|| (CSN; ties count as wrong)."""
+    idx = [torch.as_tensor(x, dtype=torch.long, device=embeddings.device) for x in (anchors, far, close)]
+    a, f, c = (embeddings[i] for i in idx)
+    correct = torch.linalg.vector_norm(a - c, dim=1) < torch.linalg.vector_norm(a - f, dim=1)
+    return 100.0 * int(correct.sum()) / max(correct.numel(), 1)
 
 
 @torch.inference_mode()
@@ -46,6 +64,11 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
     images = 0
     try:
         for task in tasks:
+            if hasattr(task, "anchors"):
+                emb = embed_dataset(model, task.images, task.attribute, setup, cfg.batch_size, num_workers)
+                images += emb.shape[0]
+                results[task.attribute] = {"triplet_acc": triplet_accuracy(emb, task.anchors, task.far, task.close)}
+                continue
             q = embed_dataset(model, task.queries, task.attribute, setup, cfg.batch_size, num_workers)
             c = embed_dataset(model, task.candidates, task.attribute, setup, cfg.batch_size, num_workers)
             images += q.shape[0] + c.shape[0]

@@ -16,14 +16,15 @@ import numpy as np
 
 from cl_fir import atomic_io
 from cl_fir.evaluation import matrix_metrics
+from cl_fir.evaluation.evaluator import METRIC_LABELS
 from cl_fir.report.cost_ratio import REFERENCE_STRATEGY, cost_ratios
 from cl_fir.report.run_dir import LoadedRun
 from cl_fir.report.summary import human_count, markdown_table
 
 COLUMNS = [
-    ("avg_incremental", "avg inc. MAP"),
-    ("final", "final MAP"),
-    ("final_weighted", "final MAP (q-w)"),
+    ("avg_incremental", "avg inc."),
+    ("final", "final"),
+    ("final_weighted", "final (q-w)"),
     ("forgetting", "forgetting"),
     ("bwt", "BWT"),
     ("parameters", "params"),
@@ -58,7 +59,7 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 #: Settings that identify a run (or where it lives) rather than define the experiment.
-RUN_IDENTITY = ("seed", "run_id", "output_dir", "data_root", "cache_dir", "scenario")
+RUN_IDENTITY = ("seed", "run_id", "output_dir", "data_root", "cache_dir", "scenario", "strict")
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict[str, object]:
@@ -111,6 +112,7 @@ def compare(runs: list[LoadedRun]) -> list[dict]:
         per_run = [run_metrics(r, refs.get((r.scenario, r.seed, _base_key(settings[r.path])))
                                or refs.get((r.scenario, r.seed, None))) for r in members]
         row = {"scenario": scenario, "strategy": strategy, "label": label,
+               "metric": METRIC_LABELS.get(members[0].info.get("primary_metric", "map_all"), "?"),
                "seeds": sorted(r.seed for r in members), "runs": [str(r.path) for r in members]}
         for key in per_run[0]:
             row[key], row[key + "_std"] = _mean_std([m[key] for m in per_run])
@@ -133,23 +135,24 @@ def _cell(row: dict, key: str) -> str:
 
 
 def comparison_markdown(rows: list[dict]) -> str:
-    header = ["scenario", "strategy", "seeds"] + [label for _, label in COLUMNS]
-    body = [[r["scenario"], r["label"], ",".join(map(str, r["seeds"]))] + [_cell(r, k) for k, _ in COLUMNS]
+    header = ["scenario", "strategy", "seeds", "metric"] + [label for _, label in COLUMNS]
+    body = [[r["scenario"], r["label"], ",".join(map(str, r["seeds"])), r["metric"]]
+            + [_cell(r, k) for k, _ in COLUMNS]
             for r in rows]
     return markdown_table(header, body)
 
 
 def comparison_csv(rows: list[dict]) -> str:
     keys = [k for k, _ in COLUMNS] + ["cost_ratio_seconds", "train_flops"]
-    lines = ["scenario,strategy,seeds," + ",".join(f"{k},{k}_std" for k in keys)]
+    lines = ["scenario,strategy,seeds,metric," + ",".join(f"{k},{k}_std" for k in keys)]
     for r in rows:
         vals = ",".join(f"{r[k]:.6g},{r[k + '_std']:.6g}" for k in keys)
-        lines.append(f"{r['scenario']},\"{r['label']}\",{' '.join(map(str, r['seeds']))},{vals}")
+        lines.append(f"{r['scenario']},\"{r['label']}\",{' '.join(map(str, r['seeds']))},{r['metric']},{vals}")
     return "\n".join(lines) + "\n"
 
 
 def plot_forgetting_curves(runs: list[LoadedRun], path: Path) -> None:
-    """Per scenario: mean MAP of seen tasks, and of the first increment's tasks, vs increment;
+    """Per scenario: mean primary metric of seen tasks, and of the first increment's tasks, vs increment;
     one line per experiment (as in :func:`compare`), with a ±1 std band over seeds."""
     import matplotlib
 
@@ -161,6 +164,7 @@ def plot_forgetting_curves(runs: list[LoadedRun], path: Path) -> None:
     by_path = {str(r.path): r for r in runs}
     experiments = compare(runs)
     for row, scenario in enumerate(scenarios):
+        metric = next(e["metric"] for e in experiments if e["scenario"] == scenario)
         for exp in (e for e in experiments if e["scenario"] == scenario):
             members = [by_path[p] for p in exp["runs"]]
             seen = np.asarray([matrix_metrics.seen_mean_curve(r.matrix, r.task_increment) for r in members])
@@ -172,11 +176,11 @@ def plot_forgetting_curves(runs: list[LoadedRun], path: Path) -> None:
                 if len(members) > 1:
                     std = curves.std(axis=0, ddof=1)
                     ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
-        axes[row][0].set_title(f"{scenario}: MAP@all of all seen tasks")
-        axes[row][1].set_title(f"{scenario}: MAP@all of increment-1 tasks")
+        axes[row][0].set_title(f"{scenario}: {metric} of all seen tasks")
+        axes[row][1].set_title(f"{scenario}: {metric} of increment-1 tasks")
         for ax in axes[row]:
             ax.set_xlabel("after increment")
-            ax.set_ylabel("MAP@all (%)")
+            ax.set_ylabel(f"{metric} (%)")
             ax.grid(alpha=0.3)
             ax.xaxis.get_major_locator().set_params(integer=True)
             ax.legend()

@@ -32,8 +32,14 @@ class RunResults:
             n += 1
         return n
 
-    def matrix(self, metric: str = "map_all") -> np.ndarray:
+    @property
+    def primary(self) -> str:
+        """The primary metric (``matrix.csv``): MAP@all for ranking tasks, triplet accuracy for triplet tasks."""
+        return self.metrics[0]
+
+    def matrix(self, metric: str | None = None) -> np.ndarray:
         """``(increments done, tasks)``; NaN where a task is not seen yet."""
+        metric = metric or self.primary
         A = np.full((self.increments_done, len(self.task_ids)), np.nan)
         for i in range(A.shape[0]):
             for j, a in enumerate(self.task_ids):
@@ -44,7 +50,7 @@ class RunResults:
     def seen_columns(self) -> np.ndarray:
         return self.task_increment < self.increments_done
 
-    def derived(self, metric: str = "map_all") -> dict[str, float]:
+    def derived(self, metric: str | None = None) -> dict[str, float]:
         """Matrix-derived metrics over the increments done so far."""
         if self.increments_done == 0:
             return {}

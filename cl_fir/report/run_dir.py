@@ -4,7 +4,8 @@ Files (each written atomically, rewritten after every increment):
 
 ``config.json``   the fully resolved configuration
 ``run.json``      status (running, complete, failed), progress, tasks, versions, device
-``matrix.csv``    MAP@all (%) after each increment (rows) for each task (columns)
+``matrix.csv``    the primary metric (%) after each increment (rows) for each task (columns):
+                  MAP@all, or triplet accuracy on triplet-protocol scenarios (``primary_metric`` in run.json)
 ``matrix_<metric>.csv``  the same for every other metric
 ``metrics.csv``   long format: increment, task, metric, value
 ``cost.json``     per-increment and total training cost
@@ -83,9 +84,9 @@ class RunDirectory:
         atomic_io.write_json(self.path / "run.json", info)
 
     def write_results(self, info: dict, results: RunResults, cost: dict) -> None:
-        atomic_io.write_text(self.path / "matrix.csv", matrix_csv(results.matrix("map_all"), results.task_names))
+        atomic_io.write_text(self.path / "matrix.csv", matrix_csv(results.matrix(), results.task_names))
         for metric in results.metrics:
-            if metric != "map_all":
+            if metric != results.primary:
                 safe = metric.replace("@", "_at_")
                 atomic_io.write_text(self.path / f"matrix_{safe}.csv",
                                      matrix_csv(results.matrix(metric), results.task_names))

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from cl_fir.evaluation.evaluator import METRIC_LABELS
 from cl_fir.report.results import RunResults
 
 
@@ -26,15 +27,34 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def data_section(data: dict | None) -> list[str]:
+    """What was checked and skipped when the dataset was opened, and images that failed later."""
+    if not data:
+        return []
+    skipped = ", ".join(f"{n} {k}" for k, n in data.get("skipped_rows", {}).items() if n) or "nothing"
+    lines = ["", "## Data", "",
+             f"- images checked ({data.get('image_check', '?')}): {data.get('checked_images', 0)}, "
+             f"missing or unreadable: {data.get('bad_images', 0)}"
+             + (f" ({', '.join(f'{n} {k}' for k, n in data.get('bad_by_reason', {}).items())})"
+                if data.get("bad_images") else ""),
+             f"- skipped rows: {skipped}"]
+    if data.get("other_extension"):
+        lines.append(f"- found under another file extension: {data['other_extension']}")
+    if data.get("load_failures"):
+        lines.append(f"- images that failed to load during the run (grey stand-ins used): {data['load_failures']}")
+    return lines
+
+
 def run_summary(title: str, info: dict, results: RunResults, cost: dict) -> str:
-    d = results.derived("map_all")
+    d = results.derived()
+    label = METRIC_LABELS.get(results.primary, results.primary)
     done, total = results.increments_done, int(results.task_increment.max()) + 1
     parts = [f"# {title}", ""]
     parts.append(f"- scenario: `{info['scenario']}`, strategy: `{info['strategy']}`, seed: {info['seed']}")
     parts.append(f"- status: {info['status']} ({done}/{total} increments)")
     parts.append(f"- device: {cost.get('name', '?')}, precision: {cost.get('precision', '?')}")
     parts.append("")
-    parts.append("## MAP@all (%)")
+    parts.append(f"## {label} (%)")
     parts.append("")
     parts.append(markdown_table(
         ["avg incremental", "final (unweighted)", "final (query-weighted)", "forgetting", "BWT"],
@@ -45,9 +65,23 @@ def run_summary(title: str, info: dict, results: RunResults, cost: dict) -> str:
     parts.append("Forgetting: max over earlier rows only, minus the last row, averaged over tasks of earlier "
                  "increments. BWT: last row minus the row where the task was learned.")
     parts.append("")
-    parts.append("## Increment x task matrix, MAP@all (%)")
+    datasets = [t.get("dataset") for t in info.get("tasks", [])]
+    if done and len(set(datasets)) > 1:
+        parts.extend(["", "## Per dataset, after the last increment", ""])
+        last = results.matrix()[done - 1]
+        rows = []
+        for ds in dict.fromkeys(datasets):
+            cols = [j for j, d in enumerate(datasets) if d == ds and not np.isnan(last[j])]
+            if cols:
+                w = results.num_queries[cols].astype(np.float64)
+                rows.append([ds, str(len(cols)), fmt(float(last[cols].mean())),
+                             fmt(float((last[cols] * w).sum() / w.sum()))])
+        parts.append(markdown_table(["dataset", "tasks seen", "mean (unweighted)", "mean (query-weighted)"], rows))
+    parts.extend(data_section(info.get("data")))
     parts.append("")
-    A = results.matrix("map_all")
+    parts.append(f"## Increment x task matrix, {label} (%)")
+    parts.append("")
+    A = results.matrix()
     header = ["after increment"] + results.task_names
     rows = [[str(i + 1)] + ["" if np.isnan(v) else f"{v:.2f}" for v in row] for i, row in enumerate(A)]
     parts.append(markdown_table(header, rows))
