@@ -52,7 +52,7 @@ from cl_fir.data.problems import ProblemLog
 from cl_fir.data.synthfashion import SynthFashionConfig, default_cache_dir, ensure_synthfashion
 from cl_fir.data.transforms import build_transforms
 from cl_fir.data.zappos import DEFAULT_KEY as ZAPPOS_KEY
-from cl_fir.data.zappos import ZapposDataset
+from cl_fir.data.zappos import TripletTable, ZapposDataset
 from cl_fir.errors import ConfigError, DataFormatError
 
 FAMILIES = ("attribute",)
@@ -212,8 +212,7 @@ class Scenario:
                 f"counted; `cl-fir data verify` lists them all")
         n_train = len(train_all)
         train_all = train_all.subset(~np.isin(train_all.image_ids, bad_train))
-        skipped = self.data_report["skipped_rows"]
-        skipped["train"] = n_train - len(train_all)
+        self._skipped("train", n_train - len(train_all))
 
         train_tf, eval_tf = build_transforms(cfg.transforms)
         self.image_datasets: list[SampleImageDataset] = []
@@ -231,41 +230,49 @@ class Scenario:
 
         self.eval_tasks: dict[int, EvalTask] = {}
         test_sets = []
+        make_task = self._ranking_task if self.protocol == "ranking" else self._triplet_task
+        evaluation = eval_tables if self.protocol == "ranking" else triplets
         for inc in self.increments:
-            tables = []
+            images = []
             for a in inc.attributes:
-                if self.protocol == "ranking":
-                    q, c = (eval_tables[r].for_attributes([a]) for r in ("query", "candidate"))
-                    n_q, n_c = len(q), len(c)
-                    q, c = (t.subset(~np.isin(t.image_ids, bad_eval)) for t in (q, c))
-                    skipped["query"] = skipped.get("query", 0) + n_q - len(q)
-                    skipped["candidate"] = skipped.get("candidate", 0) + n_c - len(c)
-                    if len(q) == 0 or len(c) == 0:
-                        raise ConfigError(
-                            f"{self.source.folder}: attribute {self.meta.names[a]} has {len(q)} queries and "
-                            f"{len(c)} candidates with usable images in split {split!r}; both must be non-empty")
-                    tables += [q, c]
-                    self.eval_tasks[a] = RankingTask(a, self.meta.names[a], self._dataset(eval_paths, q, eval_tf),
-                                                     self._dataset(eval_paths, c, eval_tf))
-                else:
-                    t = triplets.for_attributes([a])
-                    keep = ~(np.isin(t.anchors, bad_eval) | np.isin(t.far, bad_eval) | np.isin(t.close, bad_eval))
-                    skipped["triplets"] = skipped.get("triplets", 0) + int((~keep).sum())
-                    t = t.subset(keep)
-                    if len(t) == 0:
-                        raise ConfigError(f"{self.source.folder}: condition {self.meta.names[a]} has no test "
-                                          f"triplets with usable images in split {split!r}")
-                    ids = t.image_ids()
-                    images = SampleTable(ids, np.full(len(ids), a, np.int64), np.zeros(len(ids), np.int64))
-                    tables.append(images)
-                    pos = {int(i): k for k, i in enumerate(ids)}
-                    index = [np.asarray([pos[int(i)] for i in col], dtype=np.int64) for col in (t.anchors, t.far, t.close)]
-                    self.eval_tasks[a] = TripletTask(a, self.meta.names[a], self._dataset(eval_paths, images, eval_tf),
-                                                     *index)
-            raw = self._dataset(eval_paths, SampleTable.concat(tables))
+                self.eval_tasks[a], task_images = make_task(a, evaluation, bad_eval, eval_paths, eval_tf, split)
+                images += task_images
+            raw = self._dataset(eval_paths, SampleTable.concat(images))
             test_sets.append(avalanche_compat.task_aware_dataset(raw, raw.task_labels, train_tf, eval_tf))
         #: The Avalanche benchmark: ``benchmark.train_stream[i]`` is increment ``i``.
         self.benchmark = avalanche_compat.benchmark(train_sets, test_sets)
+
+    def _skipped(self, key: str, n: int) -> None:
+        rows = self.data_report["skipped_rows"]
+        rows[key] = rows.get(key, 0) + int(n)
+
+    def _ranking_task(self, a: int, tables: dict, bad: np.ndarray, paths, transform, split: str):
+        """The attribute's queries and candidates without bad images; and its sample tables."""
+        q, c = (tables[r].for_attributes([a]) for r in ("query", "candidate"))
+        usable_q, usable_c = (t.subset(~np.isin(t.image_ids, bad)) for t in (q, c))
+        self._skipped("query", len(q) - len(usable_q))
+        self._skipped("candidate", len(c) - len(usable_c))
+        if len(usable_q) == 0 or len(usable_c) == 0:
+            raise ConfigError(
+                f"{self.source.folder}: attribute {self.meta.names[a]} has {len(usable_q)} queries and "
+                f"{len(usable_c)} candidates with usable images in split {split!r}; both must be non-empty")
+        task = RankingTask(a, self.meta.names[a], self._dataset(paths, usable_q, transform),
+                           self._dataset(paths, usable_c, transform))
+        return task, [usable_q, usable_c]
+
+    def _triplet_task(self, a: int, triplets: TripletTable, bad: np.ndarray, paths, transform, split: str):
+        """The condition's test triplets without bad images, as indices into its image set."""
+        t = triplets.for_attributes([a])
+        keep = ~(np.isin(t.anchors, bad) | np.isin(t.far, bad) | np.isin(t.close, bad))
+        self._skipped("triplets", (~keep).sum())
+        t = t.subset(keep)
+        if len(t) == 0:
+            raise ConfigError(f"{self.source.folder}: condition {self.meta.names[a]} has no test triplets with "
+                              f"usable images in split {split!r}")
+        ids = t.image_ids()                    # sorted and unique
+        images = SampleTable(ids, np.full(len(ids), a, np.int64), np.zeros(len(ids), np.int64))
+        index = [np.searchsorted(ids, col) for col in (t.anchors, t.far, t.close)]
+        return TripletTask(a, self.meta.names[a], self._dataset(paths, images, transform), *index), [images]
 
     def _dataset(self, paths, table: SampleTable, transform=None) -> SampleImageDataset:
         ds = SampleImageDataset(paths, table, self.meta.class_offsets, transform)

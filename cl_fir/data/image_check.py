@@ -104,7 +104,7 @@ def check_images(paths: Sequence[Path], level: str = "header", cache_dir: Path |
         raise ValueError(f"image check level must be one of {', '.join(LEVELS)}, got {level!r}")
     paths = [Path(p) for p in paths]
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        resolved = list(pool.map(resolve, paths, chunksize=256))
+        resolved = [r for part in pool.map(lambda c: [resolve(p) for p in c], _chunks(paths, 512)) for r in part]
     signature = _signature(resolved, level)
     cache_file = None
     if cache_dir is not None:
@@ -113,21 +113,20 @@ def check_images(paths: Sequence[Path], level: str = "header", cache_dir: Path |
         if cached is not None:
             return ImageCheck([p for p, _ in resolved], cached, level, _other_ext(paths, resolved), True)
 
-    def one(item):
-        return check_file(item[0], item[1], level)
+    def some(items):
+        return [check_file(p, st, level) for p, st in items]
 
-    bad: dict[int, str] = {}
     if level == "exists":
-        reasons = [check_file(p, st, level) for p, st in resolved]
+        reasons = some(resolved)
     else:
         label = f"checking {len(paths)} images ({level})"
         with (progress_factory(len(paths), label) if progress_factory else _nothing()) as advance:
             reasons = []
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                for reason in pool.map(one, resolved, chunksize=64):
-                    reasons.append(reason)
+                for part in pool.map(some, _chunks(resolved, 64)):
+                    reasons.extend(part)
                     if advance:
-                        advance(1)
+                        advance(len(part))
     bad = {i: r for i, r in enumerate(reasons) if r is not None}
     if cache_file is not None:
         try:
@@ -136,6 +135,10 @@ def check_images(paths: Sequence[Path], level: str = "header", cache_dir: Path |
         except OSError:
             pass   # an unwritable cache only costs time
     return ImageCheck([p for p, _ in resolved], bad, level, _other_ext(paths, resolved), False)
+
+
+def _chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
 
 
 class _nothing:

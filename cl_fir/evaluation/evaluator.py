@@ -20,6 +20,8 @@ from cl_fir.config import EvalConfig
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.evaluation.retrieval import retrieval_scores
 
+from cl_fir.scenario import TripletTask
+
 if TYPE_CHECKING:
     from cl_fir.scenario import EvalTask
 
@@ -64,7 +66,7 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
     images = 0
     try:
         for task in tasks:
-            if hasattr(task, "anchors"):
+            if isinstance(task, TripletTask):
                 emb = embed_dataset(model, task.images, task.attribute, setup, cfg.batch_size, num_workers)
                 images += emb.shape[0]
                 results[task.attribute] = {"triplet_acc": triplet_accuracy(emb, task.anchors, task.far, task.close)}
