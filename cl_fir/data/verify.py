@@ -137,15 +137,23 @@ def _check(report: VerifyReport, paths: list[Path], cache_dir, progress_factory)
     return set(check.bad)
 
 
-def _verify_asen(root: Path, key: str, level, cache_dir, progress_factory) -> VerifyReport:
+def _open(reader_cls, root: Path, key: str, level: str):
+    """The dataset read with a collecting problem log, or None and a report saying why not."""
     log = ProblemLog(collect=True)
     try:
-        ds = AsenMetaDataset(root, key, log)
+        ds = reader_cls(root, key, log)
     except CLFirError as exc:
         report = VerifyReport(key, str(root / key), level, problems=log)
         report.unusable.append(str(exc))
+        return None, report
+    return ds, VerifyReport(key, str(ds.folder), level, problems=log)
+
+
+def _verify_asen(root: Path, key: str, level, cache_dir, progress_factory) -> VerifyReport:
+    ds, report = _open(AsenMetaDataset, root, key, level)
+    if ds is None:
         return report
-    report = VerifyReport(key, str(ds.folder), level, problems=log)
+    log = report.problems
     expected = EXPECTED_LINES.get(key, {})
     names = [f"filenames_{s}.txt" for s in ("train", "valid", "test")] + ["label_train.txt"] + \
         [f"{r}_{s}.txt" for s in EVAL_SPLITS for r in ("query", "candidate")]
@@ -200,14 +208,10 @@ def _verify_asen(root: Path, key: str, level, cache_dir, progress_factory) -> Ve
 
 
 def _verify_zappos(root: Path, key: str, level, cache_dir, progress_factory) -> VerifyReport:
-    log = ProblemLog(collect=True)
-    try:
-        ds = ZapposDataset(root, key, log)
-    except CLFirError as exc:
-        report = VerifyReport(key, str(root / key), level, problems=log)
-        report.unusable.append(str(exc))
+    ds, report = _open(ZapposDataset, root, key, level)
+    if ds is None:
         return report
-    report = VerifyReport(key, str(ds.folder), level, problems=log)
+    log = report.problems
     report.files = [FileCount("filenames.json", len(ds.filenames()) if (ds.folder / "filenames.json").is_file()
                               else None, EXPECTED_LINES["Zappos50k"]["filenames.json"])]
     for split in SPLIT_FILES:
