@@ -86,6 +86,10 @@ def run(
     opt: Annotated[Optional[list[str]], typer.Option(help="Strategy option KEY=VALUE (repeatable).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its latest checkpoint "
                                                         "(with its saved configuration).")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML run file: strategy, scenario, seed, ..., "
+                                                        "[model]/[train]/[loss]/[eval]/[transforms] sections and "
+                                                        "[options] (strategy options); command-line options "
+                                                        "win over it.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Train a strategy on a scenario, evaluating every seen task after each increment."""
@@ -100,7 +104,7 @@ def run(
                    "--output-dir": output_dir, "--run-id": run_id, "--overwrite": overwrite or None,
                    "--device": device, "--precision": precision, "--num-workers": num_workers, "--weights": weights,
                    "--data-root": data_root, "--cache-dir": cache_dir, "--strict": strict or None,
-                   "--set": set_ or None, "--opt": opt or None}
+                   "--set": set_ or None, "--opt": opt or None, "--config": config}
         given = [name for name, value in options.items() if value is not None]
         if given:
             raise CLFirError(f"--resume continues a run with its saved configuration; it cannot be combined "
@@ -109,18 +113,26 @@ def run(
         _print_run_row(path)
         return
 
-    overrides = parse_assignments(set_, "--set")
+    from cl_fir.config import read_run_file
+
+    file_top, file_overrides, file_options = read_run_file(config) if config is not None else ({}, {}, {})
+    overrides = {**file_overrides, **parse_assignments(set_, "--set")}
     for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
                        ("train.batch_size", batch_size), ("train.lr", lr), ("train.num_workers", num_workers),
                        ("model.weights", str(weights) if weights else None)):
         if value is not None:
             overrides[key] = value
-    cfg = resolve_config(
-        strategy or _default_strategy(), scenario or "synth-4inc", overrides, parse_assignments(opt, "--opt"),
-        seed=seed, device=device, precision=precision, output_dir=str(output_dir) if output_dir else None,
-        run_id=run_id, data_root=str(data_root) if data_root else None,
-        cache_dir=str(cache_dir) if cache_dir else None, strict=strict or None,
-    )
+    cli_top = {"seed": seed, "device": device, "precision": precision,
+               "output_dir": str(output_dir) if output_dir else None, "run_id": run_id,
+               "data_root": str(data_root) if data_root else None, "cache_dir": str(cache_dir) if cache_dir else None,
+               "strict": strict or None}
+    top = {**file_top, **{k: v for k, v in cli_top.items() if v is not None}}
+    chosen_strategy = strategy or top.pop("strategy", None) or _default_strategy()
+    chosen_scenario = scenario or top.pop("scenario", None) or "synth-4inc"
+    top.pop("strategy", None)
+    top.pop("scenario", None)
+    cfg = resolve_config(chosen_strategy, chosen_scenario, overrides,
+                         {**file_options, **parse_assignments(opt, "--opt")}, **top)
     _print_run_row(execute_run(cfg, overwrite=overwrite, reporter=reporter))
 
 
@@ -133,16 +145,25 @@ def _print_run_row(path: Path) -> None:
 
 @app.command("list")
 @guarded
-def list_(what: Annotated[str, typer.Argument(help="strategies, scenarios or all.")] = "all") -> None:
+def list_(what: Annotated[str, typer.Argument(help="strategies, scenarios or all.")] = "all",
+          verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show each strategy's task families "
+                                                                       "and options (type, default, help).")] = False,
+          ) -> None:
     """List the registered strategies and the shipped scenarios."""
     if what not in ("all", "strategies", "scenarios"):
         raise CLFirError(f"list {what!r}: expected strategies, scenarios or all")
     if what in ("all", "strategies"):
-        from cl_fir.registry import available_strategies
+        from cl_fir.registry import available_strategies, describe_options
 
         out.print("[bold]strategies[/bold]")
         for name, cls in available_strategies().items():
-            out.print(f"  {name:<16} {cls.summary}", highlight=False, markup=False)
+            out.print(f"  {name:<20} {cls.summary}", highlight=False, markup=False)
+            if verbose:
+                out.print(f"      families: {', '.join(cls.families)}; defined in {cls.__module__}",
+                          highlight=False, markup=False)
+                for o in describe_options(cls):
+                    out.print(f"      {o['name']} ({o['type']}, default {o['default']}): {o['help'] or '-'}",
+                              highlight=False, markup=False)
     if what in ("all", "scenarios"):
         from cl_fir.scenario import available_scenarios, load_spec
 

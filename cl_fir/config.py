@@ -65,6 +65,7 @@ SECTIONS: dict[str, type] = {
 class RunConfig:
     strategy: str
     scenario: str
+    strategy_source: str | None = None      # "/abs/path/file.py:Class" for a strategy outside strategies/
     seed: int = 0
     device: str = "auto"                    # "auto", "cpu", "cuda", "cuda:N"
     precision: str = "auto"                 # "auto" (bf16 on CUDA, fp32 on CPU), "fp32", "bf16"
@@ -223,3 +224,39 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
             raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
         out[key.strip()] = value.strip()
     return out
+
+
+#: Top-level keys a run file may set (everything else goes in sections or [options]).
+RUN_FILE_KEYS = ("strategy", "scenario", "seed", "device", "precision", "output_dir", "run_id", "data_root",
+                 "cache_dir", "strict")
+
+
+def read_run_file(path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """A TOML run file: top-level run keys, ``[model]``/``[train]``/... sections, ``[options]``
+    (strategy options). Returns (top-level values, ``section.key`` overrides, options)."""
+    import tomllib
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"--config {path}: file does not exist")
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    top, overrides, options = {}, {}, {}
+    for key, value in raw.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [{key}] must be a table")
+            overrides.update({f"{key}.{k}": v for k, v in value.items()})
+        elif key == "options":
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: [options] must be a table of strategy option = value")
+            options.update(value)
+        elif key in RUN_FILE_KEYS:
+            top[key] = value
+        else:
+            raise ConfigError(f"{path}: unknown key {key!r}; expected one of {', '.join(RUN_FILE_KEYS)}, "
+                              f"a section ({', '.join(SECTIONS)}) or [options]")
+    return top, overrides, options

@@ -24,7 +24,7 @@ from cl_fir.errors import ConfigError
 from cl_fir.data.image_dataset import count_load_failures
 from cl_fir.evaluation.evaluator import METRIC_LABELS, metric_names
 from cl_fir.models.backbones import FeatureMapBackbone, load_local_weights
-from cl_fir.registry import get_strategy_class
+from cl_fir.registry import get_strategy_class, is_file_spec
 from cl_fir.report.cost_ratio import find_reference_run, ratio_line
 from cl_fir.report.results import RunResults
 from cl_fir.report.run_dir import RunDirectory, now, versions
@@ -34,7 +34,12 @@ from cl_fir.scenario import Scenario, apply_spec_defaults, load_spec
 def resolve_config(strategy: str, scenario: str, overrides: dict | None = None,
                    strategy_options: dict | None = None, **top_level) -> RunConfig:
     """Defaults < scenario file (sections, then ``[strategies.<name>]``) < ``overrides`` and options."""
-    cfg = RunConfig(strategy=strategy, scenario=scenario)
+    source = None
+    if is_file_spec(strategy):   # a user's file: the run is named after the class, the file is remembered
+        path, _, class_name = strategy.rpartition(":")
+        source = f"{Path(path).resolve()}:{class_name}"
+        strategy = get_strategy_class(source).name
+    cfg = RunConfig(strategy=strategy, scenario=scenario, strategy_source=source)
     spec = load_spec(scenario)   # cfg.scenario stays as given: a shipped name or a path
     apply_spec_defaults(spec, cfg)
     apply_overrides(cfg, overrides or {})
@@ -42,8 +47,8 @@ def resolve_config(strategy: str, scenario: str, overrides: dict | None = None,
         if value is not None:
             if not hasattr(cfg, key):
                 raise ConfigError(f"unknown run option {key!r}")
-            setattr(cfg, key, value)
-    cls = get_strategy_class(strategy)
+            apply_section(cfg, {key: value}, "run option")
+    cls = get_strategy_class(source or strategy)
     opts = cls.parse_options({**spec.strategy_defaults.get(strategy, {}), **(strategy_options or {})})
     cfg.strategy_options = dataclasses.asdict(opts)
     if spec.family not in cls.families:
@@ -113,7 +118,7 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     reporter = reporter or Reporter(enabled=False)
     info = {} if info is None else info
     spec = load_spec(cfg.scenario)
-    strategy_cls = get_strategy_class(cfg.strategy)
+    strategy_cls = get_strategy_class(cfg.strategy_source or cfg.strategy)
     strategy = strategy_cls(strategy_cls.parse_options(cfg.strategy_options))
     setup = resolve_device(cfg.device, cfg.precision)
     seed_everything(cfg.seed)

@@ -27,9 +27,9 @@ class EWC(Strategy):
 
     @dataclass
     class Options:
-        label_aware: bool = True
+        label_aware: bool = True         # in-batch items with the anchor's value are not negatives
         ewc_lambda: float = 1e5          # chosen on synth-4inc seed 0 among 1e3..1e6
-        fisher_batches: int = 16
+        fisher_batches: int = 16         # batches of the finished increment used to estimate the Fisher
         fisher_decay: float = 1.0        # 1: sum the Fishers of all increments; < 1: online EWC
 
     def __init__(self, options=None):

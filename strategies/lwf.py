@@ -29,8 +29,8 @@ class LwF(Strategy):
 
     @dataclass
     class Options:
-        label_aware: bool = True
-        kd_weight: float = 1.0
+        label_aware: bool = True         # in-batch items with the anchor's value are not negatives
+        kd_weight: float = 1.0           # weight of the distillation term
         kd_mode: str = "embedding"       # embedding (1 - cos) | similarity (in-batch relational KL)
         kd_temperature: float = 0.1      # for kd_mode = similarity
         kd_old_attributes: int = 1       # old attributes drawn per image

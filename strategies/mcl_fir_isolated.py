@@ -53,7 +53,7 @@ class MCLFIRIsolated(Strategy):
 
     @dataclass
     class Options:
-        label_aware: bool = False
+        label_aware: bool = False        # as mcl_fir: same-value items are negatives
         kd_weight: float = 1e-4          # released code: 1e-4 x sum of pooled-feature MSEs
         teacher_train_mode: bool = True  # released code: the frozen teacher runs in train mode
 

@@ -27,8 +27,8 @@ class Replay(Strategy):
 
     @dataclass
     class Options:
-        label_aware: bool = True
-        buffer_size: int = 200
+        label_aware: bool = True         # in-batch items with the anchor's value are not negatives
+        buffer_size: int = 200           # images kept from past increments (class-balanced)
         replay_fraction: float = 0.5     # share of each batch's doublets drawn from the buffer
 
     def __init__(self, options=None):

@@ -15,6 +15,7 @@ Files (each written atomically, rewritten after every increment):
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import platform
 import shutil
@@ -43,8 +44,13 @@ def versions() -> dict:
 
     import cl_fir
 
+    try:
+        avalanche = importlib.metadata.version("avalanche-lib")
+    except importlib.metadata.PackageNotFoundError:
+        avalanche = None
     return {"cl_fir": cl_fir.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__, "numpy": np.__version__}
+            "torchvision": torchvision.__version__, "timm": timm.__version__, "avalanche": avalanche,
+            "numpy": np.__version__}
 
 
 class RunDirectory:
