@@ -45,14 +45,14 @@ class MCLFIR(Strategy):
     @dataclass
     class Options:
         label_aware: bool = False        # the paper's NT-Xent treats same-value items as negatives
-        freeze_old_heads: bool = True
+        freeze_old_heads: bool = True    # old increments' heads: no gradient, BatchNorm in eval mode
         ema_momentum: float = 0.999      # teacher <- m * teacher + (1 - m) * student, every step
         kd_weight: float = 1.0           # embedding distillation through old heads (paper: unspecified)
         kd_loss: str = "cosine"          # cosine | mse
         kd_old_attributes: int = 1       # old attributes distilled per image; 0 = all of them
         feature_kd_weight: float = 0.0   # pooled-feature MSE (released code: 1e-4, its only KD term)
         teacher_view: str = "augmented"  # augmented | same (what the released code effectively did)
-        view_strength: float = 1.0
+        view_strength: float = 1.0       # scale of the random affine distortion of the teacher's view
         distill_current: bool = False    # also distil the current increment's head
 
     def __init__(self, options=None):
@@ -74,7 +74,14 @@ class MCLFIR(Strategy):
         return heads
 
     def _old_heads(self, loop):
-        return [loop.model.heads[i] for i in range(loop.increment.index)]
+        """Heads of earlier increments that no attribute of the current increment uses."""
+        heads = self.head_of_attribute(loop.scenario)
+        current = {heads[a] for a in loop.increment.attributes}
+        return [loop.model.heads[h] for h in sorted({heads[a] for a in self.old_attributes(loop)} - current)]
+
+    def make_teacher(self, loop) -> EMATeacher | None:
+        """The EMA teacher (None: no teacher and no distillation, as the ``mcl_fir_no_ema`` ablation)."""
+        return EMATeacher(loop.model, self.opts.ema_momentum)
 
     def _kd_attributes(self, loop) -> list[int]:
         return self.old_attributes(loop) + (list(loop.increment.attributes) if self.opts.distill_current else [])
@@ -83,7 +90,7 @@ class MCLFIR(Strategy):
 
     def before_training_exp(self, loop):
         if self.teacher is None:
-            self.teacher = EMATeacher(loop.model, self.opts.ema_momentum)
+            self.teacher = self.make_teacher(loop)
         if self.opts.freeze_old_heads:
             for head in self._old_heads(loop):
                 head.requires_grad_(False)
@@ -95,7 +102,7 @@ class MCLFIR(Strategy):
 
     def before_backward(self, loop):
         kd_attrs = self._kd_attributes(loop)
-        if not kd_attrs or (self.opts.kd_weight == 0 and self.opts.feature_kd_weight == 0):
+        if self.teacher is None or not kd_attrs or (self.opts.kd_weight == 0 and self.opts.feature_kd_weight == 0):
             return
         x = loop.mb_x
         n = x.shape[0]
@@ -124,7 +131,8 @@ class MCLFIR(Strategy):
             loop.loss = loop.loss + self.opts.feature_kd_weight * pooled_feature_distillation(loop.mb_features, t_map)
 
     def after_update(self, loop):
-        self.teacher.update(loop.model)
+        if self.teacher is not None:
+            self.teacher.update(loop.model)
 
     # ------------------------------------------------------------ state
 
@@ -133,5 +141,5 @@ class MCLFIR(Strategy):
 
     def load_state_dict(self, state, loop):
         if state.get("teacher") is not None:
-            self.teacher = EMATeacher(loop.model, self.opts.ema_momentum)
+            self.teacher = self.make_teacher(loop)
             self.teacher.load_state_dict(state["teacher"])
