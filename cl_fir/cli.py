@@ -86,6 +86,12 @@ def run(
     opt: Annotated[Optional[list[str]], typer.Option(help="Strategy option KEY=VALUE (repeatable).")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="Continue this run folder from its latest checkpoint "
                                                         "(with its saved configuration).")] = None,
+    force: Annotated[bool, typer.Option(help="With --resume: continue even though the configuration changed "
+                                             "(e.g. a moved --data-root); the difference is recorded in run.json.")] = False,
+    checkpoint_every: Annotated[Optional[int], typer.Option(
+        help="Also checkpoint every N optimizer steps (train.checkpoint_every; 0 = at increment ends only).")] = None,
+    deterministic: Annotated[bool, typer.Option(help="Use torch's deterministic algorithms (bit-exact reruns; "
+                                                     "slower on GPU).")] = False,
     config: Annotated[Optional[Path], typer.Option(help="TOML run file: strategy, scenario, seed, ..., "
                                                         "[model]/[train]/[loss]/[eval]/[transforms] sections and "
                                                         "[options] (strategy options); command-line options "
@@ -99,17 +105,22 @@ def run(
 
     reporter = Reporter(enabled=not quiet, console=err)
     if resume is not None:
-        options = {"--strategy": strategy, "--scenario": scenario, "--seed": seed, "--epochs": epochs,
-                   "--samples-per-epoch": samples_per_epoch, "--batch-size": batch_size, "--lr": lr,
-                   "--output-dir": output_dir, "--run-id": run_id, "--overwrite": overwrite or None,
-                   "--device": device, "--precision": precision, "--num-workers": num_workers, "--weights": weights,
-                   "--data-root": data_root, "--cache-dir": cache_dir, "--strict": strict or None,
-                   "--set": set_ or None, "--opt": opt or None, "--config": config}
-        given = [name for name, value in options.items() if value is not None]
+        fixed = {"--strategy": strategy, "--scenario": scenario, "--seed": seed, "--output-dir": output_dir,
+                 "--run-id": run_id, "--overwrite": overwrite or None, "--opt": opt or None, "--config": config}
+        given = [name for name, value in fixed.items() if value is not None]
         if given:
             raise CLFirError(f"--resume continues a run with its saved configuration; it cannot be combined "
-                             f"with {', '.join(given)}")
-        path = resume_run(resume, reporter=reporter)
+                             f"with {', '.join(given)} (start a new run instead)")
+        changes = parse_assignments(set_, "--set")
+        for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
+                           ("train.batch_size", batch_size), ("train.lr", lr), ("train.num_workers", num_workers),
+                           ("train.checkpoint_every", checkpoint_every), ("model.weights", weights),
+                           ("device", device), ("precision", precision), ("data_root", data_root),
+                           ("cache_dir", cache_dir), ("strict", strict or None),
+                           ("deterministic", deterministic or None)):
+            if value is not None:
+                changes[key] = str(value) if isinstance(value, Path) else value
+        path = resume_run(resume, reporter=reporter, changes=changes, force=force)
         _print_run_row(path)
         return
 
@@ -119,13 +130,14 @@ def run(
     overrides = {**file_overrides, **parse_assignments(set_, "--set")}
     for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
                        ("train.batch_size", batch_size), ("train.lr", lr), ("train.num_workers", num_workers),
+                       ("train.checkpoint_every", checkpoint_every),
                        ("model.weights", str(weights) if weights else None)):
         if value is not None:
             overrides[key] = value
     cli_top = {"seed": seed, "device": device, "precision": precision,
                "output_dir": str(output_dir) if output_dir else None, "run_id": run_id,
                "data_root": str(data_root) if data_root else None, "cache_dir": str(cache_dir) if cache_dir else None,
-               "strict": strict or None}
+               "strict": strict or None, "deterministic": deterministic or None}
     top = {**file_top, **{k: v for k, v in cli_top.items() if v is not None}}
     chosen_strategy = strategy or top.pop("strategy", None) or _default_strategy()
     chosen_scenario = scenario or top.pop("scenario", None) or "synth-4inc"

@@ -37,6 +37,7 @@ class TrainConfig:
     lr_gamma: float = 0.9
     weight_decay: float = 0.0
     num_workers: int = -1                   # -1: 0 on CPU, 4 on CUDA
+    checkpoint_every: int = 0               # also checkpoint every N optimizer steps (0: increment ends only)
 
 
 @dataclass
@@ -74,6 +75,7 @@ class RunConfig:
     data_root: str | None = None            # real datasets; or CL_FIR_DATA
     cache_dir: str | None = None            # generated datasets and image-check results; or CL_FIR_CACHE
     strict: bool = False                    # refuse to start when a used image is missing or unreadable
+    deterministic: bool = False             # torch deterministic algorithms (slower on GPU)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -101,6 +103,8 @@ class RunConfig:
             (t.weight_decay >= 0, "train.weight_decay", "a number >= 0", t.weight_decay),
             (self.loss.temperature > 0, "loss.temperature", "a number > 0", self.loss.temperature),
             (t.num_workers >= -1, "train.num_workers", "-1 (auto) or an integer >= 0", t.num_workers),
+            (t.checkpoint_every >= 0, "train.checkpoint_every (--checkpoint-every)", "an integer >= 0 (steps)",
+             t.checkpoint_every),
             (e.split in ("valid", "test"), "eval.split", "'valid' or 'test'", e.split),
             (e.batch_size >= 1, "eval.batch_size", "an integer >= 1", e.batch_size),
             (e.map_k >= 1, "eval.map_k", "an integer >= 1", e.map_k),
@@ -228,7 +232,7 @@ def parse_assignments(items: list[str] | None, option: str) -> dict[str, str]:
 
 #: Top-level keys a run file may set (everything else goes in sections or [options]).
 RUN_FILE_KEYS = ("strategy", "scenario", "seed", "device", "precision", "output_dir", "run_id", "data_root",
-                 "cache_dir", "strict")
+                 "cache_dir", "strict", "deterministic")
 
 
 def read_run_file(path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:

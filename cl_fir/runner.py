@@ -8,10 +8,16 @@ state, results and cost are loaded and training goes on at the next increment.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
+import signal
+import threading
 import traceback
 from pathlib import Path
+
+import torch
 
 from cl_fir.config import SECTIONS, RunConfig, apply_overrides, apply_section
 from cl_fir.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -20,7 +26,7 @@ from cl_fir.engine.device import resolve_device
 from cl_fir.engine.loop import TrainingLoop
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
-from cl_fir.errors import ConfigError
+from cl_fir.errors import ConfigError, TrainingError
 from cl_fir.data.image_dataset import count_load_failures
 from cl_fir.evaluation.evaluator import METRIC_LABELS, metric_names
 from cl_fir.models.backbones import FeatureMapBackbone, load_local_weights
@@ -91,21 +97,77 @@ def execute_run(cfg: RunConfig, overwrite: bool = False, reporter: Reporter | No
     return _run(cfg, run_dir, info, reporter or Reporter(enabled=False), None, stop_after)
 
 
-def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: int | None = None) -> Path:
-    """Continue a run from its latest increment-boundary checkpoint."""
+#: Settings a resumed run may never change: they define which run it is.
+IDENTITY_KEYS = ("strategy", "strategy_source", "scenario", "seed", "output_dir", "run_id")
+
+
+def config_diff(old: dict, new: dict, prefix: str = "") -> list[dict]:
+    """Every setting that differs, as ``{"key": "train.lr", "old": ..., "new": ...}``."""
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict) and key not in ("backbone_kwargs", "strategy_options"):
+            out += config_diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append({"key": f"{prefix}{key}", "old": a, "new": b})
+    return out
+
+
+def latest_checkpoint(run_dir: RunDirectory) -> dict | None:
+    """The latest checkpoint: a mid-increment one (``step.pt``) if it is newer than the last boundary."""
+    boundaries = sorted(run_dir.checkpoint_dir.glob("increment_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
+    checkpoint = load_checkpoint(boundaries[-1]) if boundaries else None
+    step_file = run_dir.checkpoint_dir / "step.pt"
+    if step_file.is_file():
+        step = load_checkpoint(step_file)
+        if checkpoint is None or step["increment"] > checkpoint["increment"]:
+            return step
+    return checkpoint
+
+
+def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: int | None = None,
+               changes: dict | None = None, force: bool = False) -> Path:
+    """Continue a run from its latest checkpoint (increment boundary or mid-increment).
+
+    ``changes`` (top-level keys and ``section.key`` overrides, e.g. a moved ``data_root``)
+    and any edit of ``config.json`` since the checkpoint are refused unless ``force``; a
+    forced difference is recorded in run.json (``resumed_with_changes``).
+    """
     run_dir = RunDirectory(Path(path))
     for name in ("config.json", "run.json"):
         if not (run_dir.path / name).is_file():
             raise ConfigError(f"--resume {run_dir.path}: not a cl-fir run directory (missing {name})")
-    cfg = config_from_dict(json.loads((run_dir.path / "config.json").read_text()), f"{run_dir.path}/config.json")
-    info = json.loads((run_dir.path / "run.json").read_text())
+    where = f"{run_dir.path}/config.json"
+    try:
+        saved = json.loads((run_dir.path / "config.json").read_text())
+        info = json.loads((run_dir.path / "run.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--resume {run_dir.path}: unreadable config.json or run.json ({exc})") from None
+    cfg = config_from_dict(saved, where)
     if info.get("status") == "complete":
         raise ConfigError(f"--resume {run_dir.path}: the run is already complete")
-    checkpoints = sorted(run_dir.checkpoint_dir.glob("increment_*.pt"),
-                         key=lambda p: int(p.stem.split("_")[1]))
-    checkpoint = load_checkpoint(checkpoints[-1]) if checkpoints else None
-    if checkpoint is not None and checkpoint["config"] != cfg.to_dict():
-        raise ConfigError(f"--resume {run_dir.path}: the checkpoint was written with a different config.json")
+    run_dir.remove_temporaries()
+    checkpoint = latest_checkpoint(run_dir)
+    changes = dict(changes or {})
+    fixed = [k for k in changes if k in IDENTITY_KEYS]
+    if fixed:
+        raise ConfigError(f"--resume {run_dir.path}: {', '.join(fixed)} cannot change when resuming (they define "
+                          f"the run); start a new run instead")
+    apply_overrides(cfg, {k: v for k, v in changes.items() if "." in k}, "--set")
+    for key, value in changes.items():
+        if "." not in key:
+            apply_section(cfg, {key: value}, f"--{key.replace('_', '-')}")
+    cfg.validate()
+    reference = checkpoint["config"] if checkpoint is not None else saved
+    diff = config_diff(reference, cfg.to_dict())
+    if diff:
+        listed = "; ".join(f"{d['key']}: {d['old']!r} -> {d['new']!r}" for d in diff)
+        if not force:
+            raise ConfigError(f"--resume {run_dir.path}: the configuration differs from the one the run was "
+                              f"checkpointed with ({listed}); pass --force to continue with it (the difference is "
+                              f"recorded in run.json)")
+        info.setdefault("resumed_with_changes", []).append({"at": now(), "changes": diff})
+        run_dir.write_config(cfg.to_dict())
     info.update(status="running", resumed=now())
     info.pop("error", None)
     return _run(cfg, run_dir, info, reporter or Reporter(enabled=False), checkpoint, stop_after)
@@ -121,6 +183,7 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     strategy_cls = get_strategy_class(cfg.strategy_source or cfg.strategy)
     strategy = strategy_cls(strategy_cls.parse_options(cfg.strategy_options))
     setup = resolve_device(cfg.device, cfg.precision)
+    set_deterministic(cfg.deterministic)
     seed_everything(cfg.seed)
     scenario = Scenario(spec, cfg, reporter.progress_factory(), strict=cfg.strict)
     seed_everything(cfg.seed)
@@ -138,9 +201,13 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
     spec = load_spec(cfg.scenario)
     info.update(versions=versions())
     run_dir.write_info(info)
+    loop = None
     try:
-        start = 0 if checkpoint is None else checkpoint["increment"] + 1
-        verb = "cl-fir run" if checkpoint is None else f"cl-fir resume (at increment {start + 1})"
+        mid_increment = checkpoint is not None and checkpoint.get("kind") == "step"
+        start = 0 if checkpoint is None else checkpoint["increment"] + (0 if mid_increment else 1)
+        verb = "cl-fir run" if checkpoint is None else (
+            f"cl-fir resume (increment {start + 1}, epoch {checkpoint['epoch'] + 1}, step {checkpoint['step']})"
+            if mid_increment else f"cl-fir resume (at increment {start + 1})")
         reporter.log(f"[bold]{verb}[/bold] {cfg.strategy} on {spec.name} (seed {cfg.seed}) -> {run_dir.path}")
         loop = build_loop(cfg, reporter, info=info)
         scenario, cost = loop.scenario, loop.cost
@@ -176,6 +243,8 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
                 info["cost_ratio"] = reference.ratios(cost.totals()) if reference else None
             run_dir.write_results(info, results, cost.to_dict())
             _checkpoint(run_dir, loop, inc.index, results, cost, cfg)
+            (run_dir.checkpoint_dir / "step.pt").unlink(missing_ok=True)
+            info.pop("last_step_checkpoint", None)
             run_dir.write_info(info)
             d = results.derived()
             row = ", ".join(f"{scenario.meta.names[a]} {m[results.primary]:.1f}" for a, m in inc_results.items())
@@ -184,13 +253,23 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
                 msg += f", forgetting {d['forgetting']:.2f}"
             reporter.log(msg)
 
+        def on_checkpoint(loop: TrainingLoop) -> None:
+            save_checkpoint(run_dir.checkpoint_dir / "step.pt", {
+                "kind": "step", **loop.position_state(), "results": results.state_dict(), "config": cfg.to_dict()})
+            info["last_step_checkpoint"] = {"increment": loop.increment.index + 1, "epoch": loop.epoch + 1,
+                                            "step": loop.step_in_epoch, "iteration": loop.iteration, "at": now()}
+            run_dir.write_info(info)
+
         loop.on_increment_end = on_increment_end
+        loop.on_checkpoint = on_checkpoint
         if checkpoint is not None:
-            loop.load_state_dict(checkpoint["loop"])
+            if not mid_increment:
+                loop.load_state_dict(checkpoint["loop"])
             results.load_state_dict(checkpoint["results"])
             cost.load(checkpoint["cost"])
         stop = len(scenario.increments) if stop_after is None else min(len(scenario.increments), start + stop_after)
-        loop.run(start, stop)
+        with stop_on_signals(loop, reporter):
+            loop.run(start, stop, resume=checkpoint if mid_increment else None)
         if info["status"] == "complete":
             reporter.log(f"[green]done[/green]: {run_dir.path}")
             reporter.log(ratio_line(cfg, spec.name, info.get("cost_ratio")))
@@ -199,12 +278,52 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             run_dir.write_info(info)
             reporter.log(f"stopped after increment {stop}; continue with: cl-fir run --resume {run_dir.path}")
         return run_dir.path
-    except BaseException as exc:
-        info["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted"
-        info["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-        info["finished"] = now()
-        run_dir.write_info(info)
+    except TrainingError as exc:
+        last = info.get("last_step_checkpoint") or (f"after increment {info['increments_done']}"
+                                                    if info.get("increments_done") else None)
+        exc.args = (f"{exc}; run {run_dir.path}, last good checkpoint: {last or 'none yet'}",)
+        _record_failure(run_dir, info, exc)
         raise
+    except BaseException as exc:
+        _record_failure(run_dir, info, exc)
+        raise
+
+
+def _record_failure(run_dir: RunDirectory, info: dict, exc: BaseException) -> None:
+    info["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted"
+    info["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    info["finished"] = now()
+    run_dir.write_info(info)
+
+
+@contextlib.contextmanager
+def stop_on_signals(loop: TrainingLoop, reporter: Reporter):
+    """SIGINT/SIGTERM: finish the current step, save a checkpoint, stop (a second signal stops at once)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if loop.stop_requested:
+            raise KeyboardInterrupt
+        loop.request_stop(signal.Signals(signum).name)
+        reporter.log(f"[yellow]{signal.Signals(signum).name}[/yellow]: saving a checkpoint after the current step, "
+                     f"then stopping (again to stop at once)")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def set_deterministic(enabled: bool) -> None:
+    """torch's deterministic algorithms (errors on ops that have none), no cuDNN autotuning."""
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled)
+    torch.backends.cudnn.benchmark = False if enabled else torch.backends.cudnn.benchmark
 
 
 def _backbones(model) -> list[FeatureMapBackbone]:

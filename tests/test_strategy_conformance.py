@@ -33,3 +33,39 @@ def test_strategy_conformance(name, tiny_scenario, tmp_path):
     counts = ("images_forwarded", "extra_forward_images", "extra_head_passes", "optimizer_steps", "stored_images")
     a, b = (json.loads((p / "cost.json").read_text())["increments"] for p in (full, split))
     assert [[c[k] for k in counts] for c in a] == [[c[k] for k in counts] for c in b]
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("name", list(available_strategies()))
+def test_crash_mid_increment_then_resume_is_exact(name, tiny_scenario, tmp_path, monkeypatch):
+    """A crash after step 3 of 4 (the middle of increment 2), resumed from the step checkpoint."""
+    from cl_fir.engine.loop import TrainingLoop
+
+    kw = dict(overrides={"train.checkpoint_every": 1}, seed=4)
+    full = execute_run(resolve_config(name, str(tiny_scenario), output_dir=str(tmp_path / "full"), **kw))
+    original = TrainingLoop.training_step
+    calls = {"n": 0}
+
+    def crashing_step(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise _Crash("simulated crash")
+        return original(self, batch)
+
+    monkeypatch.setattr(TrainingLoop, "training_step", crashing_step)
+    with pytest.raises(_Crash):
+        execute_run(resolve_config(name, str(tiny_scenario), output_dir=str(tmp_path / "crash"), **kw))
+    crashed = tmp_path / "crash" / "tiny" / name / "seed4"
+    info = json.loads((crashed / "run.json").read_text())
+    assert info["status"] == "failed" and info["last_step_checkpoint"]["increment"] == 2
+    monkeypatch.setattr(TrainingLoop, "training_step", original)
+    resume_run(crashed)
+    assert (crashed / "matrix.csv").read_text() == (full / "matrix.csv").read_text()
+    assert (crashed / "metrics.csv").read_text() == (full / "metrics.csv").read_text()
+    assert not (crashed / "checkpoints" / "step.pt").exists()
+    counts = ("images_forwarded", "extra_forward_images", "extra_head_passes", "optimizer_steps")
+    a, b = (json.loads((p / "cost.json").read_text())["increments"] for p in (full, crashed))
+    assert [[c[k] for k in counts] for c in a] == [[c[k] for k in counts] for c in b]

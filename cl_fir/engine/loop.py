@@ -12,23 +12,41 @@ draws the same doublets and flips whatever ran before it.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from typing import Callable
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from cl_fir.config import RunConfig
 from cl_fir.engine.cost import CostMeter
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.progress import Reporter
-from cl_fir.engine.seeding import derive_seed, worker_init
+from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
 from cl_fir.errors import TrainingError
 from cl_fir.evaluation.evaluator import evaluate_tasks
 from cl_fir.models import RetrievalModel
 from cl_fir.scenario import Increment, Scenario
 from cl_fir.strategy import Strategy
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """Raised after a signal-requested checkpoint; the run is resumable."""
+
+
+class SkipBatches(Sampler):
+    """A batch sampler without its first ``skip`` batches (they are drawn, not loaded)."""
+
+    def __init__(self, sampler, skip: int):
+        self.sampler, self.skip = sampler, skip
+
+    def __len__(self) -> int:
+        return max(0, len(self.sampler) - self.skip)
+
+    def __iter__(self):
+        return itertools.islice(iter(self.sampler), self.skip, None)
 
 
 class TrainingLoop:
@@ -51,6 +69,10 @@ class TrainingLoop:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.mb_x = self.mb_y = self.mb_task = self.mb_output = self.mb_features = self.loss = None
+        self.step_in_epoch = 0
+        #: called with the loop every ``train.checkpoint_every`` steps and before stopping on a signal
+        self.on_checkpoint: Callable[["TrainingLoop"], None] | None = None
+        self.stop_requested: str | None = None
 
     @property
     def num_workers(self) -> int:
@@ -67,37 +89,58 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ run
 
-    def run(self, start_increment: int = 0, stop_increment: int | None = None) -> None:
-        """Train and evaluate increments ``start_increment`` .. ``stop_increment - 1``."""
+    def run(self, start_increment: int = 0, stop_increment: int | None = None, resume: dict | None = None) -> None:
+        """Train and evaluate increments ``start_increment`` .. ``stop_increment - 1``.
+
+        ``resume`` is a mid-increment checkpoint of ``start_increment`` (see :meth:`position_state`).
+        """
         for inc in self.scenario.increments[start_increment:stop_increment]:
-            self.train_increment(inc)
+            self.train_increment(inc, resume if resume is not None and resume["increment"] == inc.index else None)
             results = self.evaluate_increment(inc)
             if self.on_increment_end is not None:
                 self.on_increment_end(self, inc, results)
+            self._stop_if_requested()
 
-    def train_increment(self, inc: Increment) -> None:
+    def request_stop(self, reason: str) -> None:
+        """Ask the loop to checkpoint and stop at the next step (signal handlers call this)."""
+        self.stop_requested = reason
+
+    def _stop_if_requested(self) -> None:
+        if self.stop_requested:
+            raise RunInterrupted(f"stopped by {self.stop_requested}; continue with: cl-fir run --resume <run dir>")
+
+    def train_increment(self, inc: Increment, resume: dict | None = None) -> None:
         t = self.cfg.train
         self.increment = inc
         cost = self.cost.start(inc.index)
         self.strategy.before_training_exp(self)
         sources = self.strategy.training_increments(self)
         self.optimizer, self.scheduler = self.strategy.make_optimizer(self)
+        start_epoch, start_step = 0, 0
+        if resume is not None:   # continue mid-increment: what before_training_exp set up is overwritten
+            self.load_position_state(resume)
+            cost = self.cost.current
+            start_epoch, start_step = resume["epoch"], resume["step"]
         self.model.train()
         n_inc = len(self.scenario.increments)
         names = ", ".join(self.scenario.meta.names[a] for a in inc.attributes)
         self.reporter.log(f"[bold]increment {inc.index + 1}/{n_inc}[/bold]: {names}"
                           + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})" if len(sources) > 1 else ""))
-        for epoch in range(t.epochs):
+        for epoch in range(start_epoch, t.epochs):
             self.epoch = epoch
+            skip = start_step if epoch == start_epoch else 0
             torch.manual_seed(self.epoch_seed(epoch, stream=1))   # augmentation, dropout, strategies' draws
             dataset, sampler = self.strategy.training_batches(self, epoch)
-            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=self.num_workers,
+            loader = DataLoader(dataset, batch_sampler=SkipBatches(sampler, skip), num_workers=self.num_workers,
                                 pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
             self.strategy.before_training_epoch(self)
+            self.step_in_epoch = skip
             loss_sum, steps, wait = 0.0, 0, 0.0
             start = time.perf_counter()
-            with self.reporter.task(len(sampler), f"  epoch {epoch + 1}/{t.epochs}") as advance:
+            with self.reporter.task(len(sampler) - skip, f"  epoch {epoch + 1}/{t.epochs}") as advance:
                 batches = iter(loader)
+                if skip:   # the random state right after the checkpointed step (exact with num_workers=0)
+                    set_rng_state(resume["rng"])
                 while True:
                     t0 = time.perf_counter()
                     batch = next(batches, None)
@@ -105,9 +148,17 @@ class TrainingLoop:
                     if batch is None:
                         break
                     loss = self.training_step(batch)
+                    self.step_in_epoch += 1
                     loss_sum += loss
                     steps += 1
                     advance(1, f"loss {loss:.3f}")
+                    every = t.checkpoint_every
+                    if self.on_checkpoint is not None and (self.stop_requested or (every and self.iteration % every == 0)):
+                        cost.train_seconds += time.perf_counter() - start - wait
+                        cost.data_wait_seconds += wait
+                        start, wait = time.perf_counter(), 0.0
+                        self.on_checkpoint(self)
+                    self._stop_if_requested()
             if self.setup.device.type == "cuda":
                 torch.cuda.synchronize(self.setup.device)
             elapsed = time.perf_counter() - start
@@ -135,8 +186,10 @@ class TrainingLoop:
         value = float(self.loss.detach())
         if not math.isfinite(value):
             raise TrainingError(
-                f"non-finite loss ({value}) at increment {self.increment.index + 1}, epoch {self.epoch + 1}; "
-                f"the last good checkpoint is the previous increment's (try a lower --lr)"
+                f"non-finite loss ({value}) at increment {self.increment.index + 1}, epoch {self.epoch + 1}, "
+                f"step {self.step_in_epoch + 1}; training stopped and nothing after the last checkpoint was kept "
+                f"(continue from it with `cl-fir run --resume RUN_DIR`, with --force --set train.lr=... for a "
+                f"lower learning rate from the next increment on)"
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.loss.backward()
@@ -169,6 +222,25 @@ class TrainingLoop:
             "strategy": self.strategy.state_dict(),
             "iteration": self.iteration,
         }
+
+    def position_state(self) -> dict:
+        """Everything to continue in the middle of the current increment, after the last step."""
+        return {
+            "increment": self.increment.index,
+            "epoch": self.epoch,
+            "step": self.step_in_epoch,
+            "loop": self.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "cost": self.cost.to_dict(),
+            "rng": rng_state(),
+        }
+
+    def load_position_state(self, state: dict) -> None:
+        self.load_state_dict(state["loop"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.cost.load(state["cost"])
 
     def load_state_dict(self, state: dict) -> None:
         """Restore an increment-boundary state (see :meth:`state_dict`)."""

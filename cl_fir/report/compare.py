@@ -59,7 +59,9 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 #: Settings that identify a run (or where it lives) rather than define the experiment.
-RUN_IDENTITY = ("seed", "run_id", "output_dir", "data_root", "cache_dir", "scenario", "strict")
+RUN_IDENTITY = ("seed", "run_id", "output_dir", "data_root", "cache_dir", "scenario", "strict", "deterministic")
+#: Flattened settings that change how a run is kept, not what it computes.
+BOOKKEEPING = ("train.checkpoint_every",)
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict[str, object]:
@@ -74,7 +76,8 @@ def _flatten(cfg: dict, prefix: str = "") -> dict[str, object]:
 
 def experiment_settings(run: LoadedRun) -> dict[str, object]:
     """The run's configuration without seed and run identity: runs that share it are seeds of one experiment."""
-    return _flatten({k: v for k, v in run.config.items() if k not in RUN_IDENTITY})
+    flat = _flatten({k: v for k, v in run.config.items() if k not in RUN_IDENTITY})
+    return {k: v for k, v in flat.items() if k not in BOOKKEEPING}
 
 
 def _key(settings: dict) -> str:

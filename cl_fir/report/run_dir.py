@@ -53,6 +53,16 @@ def versions() -> dict:
             "numpy": np.__version__}
 
 
+def _produced_nothing(path: Path) -> bool:
+    """A run that failed or was interrupted before any checkpoint: replacing it loses nothing."""
+    try:
+        info = json.loads((path / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    has_checkpoint = (path / "checkpoints").is_dir() and any((path / "checkpoints").glob("*.pt"))
+    return info.get("status") in ("failed", "interrupted") and not info.get("increments_done") and not has_checkpoint
+
+
 class RunDirectory:
     def __init__(self, path: Path):
         self.path = Path(path)
@@ -66,9 +76,9 @@ class RunDirectory:
             if any(path.iterdir()):
                 if not any((path / m).exists() for m in MARKERS):
                     raise ConfigError(f"{path} exists and is not a cl-fir run directory; refusing to overwrite it")
-                if not overwrite:
+                if not overwrite and not _produced_nothing(path):
                     raise ConfigError(f"{path} already holds a run; pass --overwrite to replace it, "
-                                      f"or --run-id to keep both")
+                                      f"--run-id to keep both, or `cl-fir run --resume {path}` to continue it")
                 shutil.rmtree(path)
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -78,6 +88,11 @@ class RunDirectory:
         except OSError as exc:
             raise ConfigError(f"--output-dir: cannot write to {path} ({exc.strerror or exc})") from None
         return cls(path)
+
+    def remove_temporaries(self) -> None:
+        """Temporary files a killed writer left behind (never a result file: those are renamed into place)."""
+        for tmp in list(self.path.glob(".*.tmp")) + list(self.checkpoint_dir.glob(".*.tmp")):
+            tmp.unlink(missing_ok=True)
 
     @property
     def checkpoint_dir(self) -> Path:
