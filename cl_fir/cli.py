@@ -191,14 +191,13 @@ def compare_(
     run_dirs: Annotated[Optional[list[Path]], typer.Argument(help="Run folders to compare.")] = None,
     root: Annotated[Optional[Path], typer.Option(help="Compare every run found under this folder.")] = None,
     scenario: Annotated[Optional[str], typer.Option(help="Only runs of this scenario.")] = None,
-    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where to write comparison.{md,csv} and "
-                                                                  "forgetting_curves.png (default: --root, or .)")] = None,
+    out_dir: Annotated[Optional[Path], typer.Option("--out", help="Where to write comparison.{md,csv,tex}, "
+                                                                  "comparison_tasks.csv, plots/ and report.html "
+                                                                  "(default: --root, or .)")] = None,
     include_partial: Annotated[bool, typer.Option(help="Also compare runs that did not finish.")] = False,
 ) -> None:
-    """Compare runs: one row per scenario and strategy (seeds as mean ± std), and forgetting curves."""
-    from cl_fir import atomic_io
-    from cl_fir.report.compare import comparison_csv, comparison_markdown, plot_forgetting_curves
-    from cl_fir.report.compare import compare as do_compare
+    """Compare runs: one row per experiment (seeds as mean ± std), per-task tables, plots and an HTML report."""
+    from cl_fir.report.outputs import write_comparison
     from cl_fir.report.run_dir import find_runs, load_run
 
     paths = list(run_dirs or [])
@@ -219,14 +218,11 @@ def compare_(
                   f"{'included' if include_partial else 'skipped (use --include-partial)'}")
     if not runs:
         raise CLFirError("no complete runs to compare")
-    rows = do_compare(runs)
-    table = comparison_markdown(rows)
-    out.print(table, highlight=False, markup=False)
     dest = out_dir or root or Path(".")
-    atomic_io.write_text(dest / "comparison.md", table + "\n")
-    atomic_io.write_text(dest / "comparison.csv", comparison_csv(rows))
-    plot_forgetting_curves([r for r in runs if r.complete], dest / "forgetting_curves.png")
-    err.print(f"wrote {dest / 'comparison.md'}, {dest / 'comparison.csv'}, {dest / 'forgetting_curves.png'}")
+    _, markdown, written = write_comparison(runs, dest)
+    out.print(markdown, highlight=False, markup=False)
+    err.print(f"wrote {len(written)} files to {dest}: comparison.md/.csv/.tex, comparison_tasks.csv, plots/, "
+              f"report.html")
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Check datasets on disk.")
@@ -275,6 +271,93 @@ def data_verify(
         err.print(f"wrote {json_out}")
     if not all(r.usable for r in reports):
         raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def sweep(
+    strategies: Annotated[str, typer.Option(help="Comma-separated strategies (names or path.py:Class).")],
+    scenarios: Annotated[str, typer.Option(help="Comma-separated scenarios (names or .toml paths).")],
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds, or a range such as 0-2.")] = "0",
+    output_dir: Annotated[Path, typer.Option(help="Results root for every cell.")] = Path("results"),
+    jobs: Annotated[int, typer.Option(help="Cells run at the same time.")] = 1,
+    backend: Annotated[str, typer.Option(help="local (subprocesses here) or ray (Ray tasks; pip install "
+                                              "'cl-fir[ray]').")] = "local",
+    ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (or RAY_ADDRESS); default: "
+                                                            "a local Ray instance.")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="SECTION.KEY=VALUE for every cell "
+                                                                    "(repeatable).")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option(help="Strategy option KEY=VALUE for every cell (repeatable).")] = None,
+    compare_after: Annotated[bool, typer.Option("--compare/--no-compare",
+                                                help="Compare the sweep's runs at the end.")] = True,
+) -> None:
+    """Run strategies x scenarios x seeds, one process per cell: complete cells are skipped,
+    interrupted ones resumed, failures reported without stopping the others."""
+    from cl_fir.report.summary import markdown_table
+    from cl_fir.sweep import execute, plan, summary_rows
+
+    extra = [a for item in (set_ or []) for a in ("--set", item)] + [a for item in (opt or []) for a in ("--opt", item)]
+    if data_root is not None:
+        extra += ["--data-root", str(data_root)]
+    sweep_plan = plan(_split(strategies, "--strategies"), _split(scenarios, "--scenarios"), _parse_seeds(seeds),
+                      output_dir, extra)
+    counts = {a: sum(c.action == a for c in sweep_plan.cells) for a in ("run", "resume", "skip")}
+    err.print(f"sweep: {len(sweep_plan.cells)} cells ({counts['run']} to run, {counts['resume']} to resume, "
+              f"{counts['skip']} complete), {jobs} at a time, backend {backend}; logs in {output_dir / 'sweep_logs'}")
+
+    def on_update(cell, cells) -> None:
+        done = sum(c.status == "complete" for c in cells)
+        failed = sum(c.status == "failed" for c in cells)
+        running = sum(c.status == "running" for c in cells)
+        if cell.status == "running":
+            err.print(f"  start  {escape(cell.label)} ({cell.action})", highlight=False)
+        else:
+            mark = "[green]done[/green]  " if cell.status == "complete" else "[red]FAILED[/red]"
+            err.print(f"  {mark} {escape(cell.label)} in {cell.seconds:.0f} s"
+                      + (f": {escape(cell.message)}" if cell.status == "failed" else "")
+                      + f"  [{done}/{len(cells)} done, {running} running, {failed} failed]", highlight=False)
+
+    cells = execute(sweep_plan, jobs, backend, ray_address, on_update)
+    out.print(markdown_table(["scenario", "strategy", "seed", "action", "status", "seconds", "note"],
+                             summary_rows(cells)), highlight=False, markup=False)
+    complete = [c.run_dir for c in cells if c.status == "complete"]
+    if compare_after and complete:
+        from cl_fir.report.outputs import write_comparison
+        from cl_fir.report.run_dir import load_run
+
+        _, markdown, written = write_comparison([load_run(p) for p in complete], output_dir)
+        out.print("")
+        out.print(markdown, highlight=False, markup=False)
+        err.print(f"wrote {len(written)} files to {output_dir} (report.html, comparison.*, plots/)")
+    failed = [c for c in cells if c.status == "failed"]
+    if failed:
+        err.print(f"[red]{len(failed)} cell(s) failed[/red]; see their logs in {output_dir / 'sweep_logs'}; "
+                  f"run the same sweep again to retry them (complete cells are skipped)")
+        raise typer.Exit(1)
+
+
+def _split(text: str, option: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise CLFirError(f"{option}: expected a comma-separated list, got {text!r}")
+    return items
+
+
+def _parse_seeds(text: str) -> list[int]:
+    """``0,1,2`` or ``0-2`` (or a mix); duplicates dropped, order kept."""
+    import re
+
+    seeds: list[int] = []
+    for part in _split(text, "--seeds"):
+        span = re.fullmatch(r"(\d+)-(\d+)", part)
+        if span:
+            seeds += list(range(int(span[1]), int(span[2]) + 1))
+        elif re.fullmatch(r"-?\d+", part):
+            seeds.append(int(part))
+        else:
+            raise CLFirError(f"--seeds: expected integers such as 0,1,2 or a range such as 0-2, got {part!r}")
+    return list(dict.fromkeys(seeds))
 
 
 @app.command()

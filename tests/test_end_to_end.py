@@ -97,7 +97,7 @@ def test_compare_writes_table_csv_and_plot(runs):
     assert "| tiny | finetune | 1 |" in res.output and "| tiny | static | 1 |" in res.output
     assert "0.67x" in res.output            # finetune: 2 x 32 images; static: 32 + 64
     assert (out / "comparison.md").is_file() and (out / "comparison.csv").is_file()
-    assert (out / "forgetting_curves.png").stat().st_size > 1000
+    assert (out / "plots" / "forgetting_curves.png").stat().st_size > 1000 and (out / "report.html").is_file()
 
 
 def test_existing_run_needs_overwrite(runs, tiny_scenario):

@@ -10,11 +10,8 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from pathlib import Path
-
 import numpy as np
 
-from cl_fir import atomic_io
 from cl_fir.evaluation import matrix_metrics
 from cl_fir.evaluation.evaluator import METRIC_LABELS
 from cl_fir.report.cost_ratio import REFERENCE_STRATEGY, cost_ratios
@@ -119,6 +116,8 @@ def compare(runs: list[LoadedRun]) -> list[dict]:
                "seeds": sorted(r.seed for r in members), "runs": [str(r.path) for r in members]}
         for key in per_run[0]:
             row[key], row[key + "_std"] = _mean_std([m[key] for m in per_run])
+        row["tasks"] = {name: _mean_std([float(r.matrix[-1, j]) for r in members])
+                        for j, name in enumerate(members[0].task_names)}
         rows.append(row)
     rows.sort(key=lambda r: (r["scenario"], r["strategy"] == REFERENCE_STRATEGY, r["label"]))
     return rows
@@ -154,40 +153,56 @@ def comparison_csv(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_forgetting_curves(runs: list[LoadedRun], path: Path) -> None:
-    """Per scenario: mean primary metric of seen tasks, and of the first increment's tasks, vs increment;
-    one line per experiment (as in :func:`compare`), with a ±1 std band over seeds."""
-    import matplotlib
+def task_table_markdown(rows: list[dict]) -> str:
+    """Final metric per task, one table per scenario (rows: experiments; columns: tasks)."""
+    parts = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        mine = [r for r in rows if r["scenario"] == scenario]
+        tasks = list(mine[0]["tasks"])
+        body = [[r["label"]] + [_pm(*r["tasks"][t], len(r["seeds"]) > 1) for t in tasks] for r in mine]
+        parts.append(f"{scenario}: final {mine[0]['metric']} per task (%)\n\n" + markdown_table(["strategy"] + tasks, body))
+    return "\n\n".join(parts)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    scenarios = sorted({r.scenario for r in runs})
-    fig, axes = plt.subplots(len(scenarios), 2, figsize=(11, 4 * len(scenarios)), squeeze=False)
-    by_path = {str(r.path): r for r in runs}
-    experiments = compare(runs)
-    for row, scenario in enumerate(scenarios):
-        metric = next(e["metric"] for e in experiments if e["scenario"] == scenario)
-        for exp in (e for e in experiments if e["scenario"] == scenario):
-            members = [by_path[p] for p in exp["runs"]]
-            seen = np.asarray([matrix_metrics.seen_mean_curve(r.matrix, r.task_increment) for r in members])
-            first = np.asarray([r.matrix[:, r.task_increment == 0].mean(axis=1) for r in members])
-            for ax, curves in ((axes[row][0], seen), (axes[row][1], first)):
-                x = np.arange(1, curves.shape[1] + 1)
-                mean = curves.mean(axis=0)
-                line, = ax.plot(x, mean, marker="o", label=f"{exp['label']} (n={len(members)})")
-                if len(members) > 1:
-                    std = curves.std(axis=0, ddof=1)
-                    ax.fill_between(x, mean - std, mean + std, alpha=0.2, color=line.get_color())
-        axes[row][0].set_title(f"{scenario}: {metric} of all seen tasks")
-        axes[row][1].set_title(f"{scenario}: {metric} of increment-1 tasks")
-        for ax in axes[row]:
-            ax.set_xlabel("after increment")
-            ax.set_ylabel(f"{metric} (%)")
-            ax.grid(alpha=0.3)
-            ax.xaxis.get_major_locator().set_params(integer=True)
-            ax.legend()
-    fig.tight_layout()
-    with atomic_io.atomic_path(path) as tmp:
-        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=120)
-    plt.close(fig)
+def _pm(mean: float, std: float, with_std: bool) -> str:
+    if math.isnan(mean):
+        return "n/a"
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if with_std else "")
+
+
+def task_table_csv(rows: list[dict]) -> str:
+    lines = ["scenario,strategy,metric,task,final,final_std"]
+    for r in rows:
+        for task, (mean, std) in r["tasks"].items():
+            lines.append(f"{r['scenario']},\"{r['label']}\",{r['metric']},\"{task}\",{mean:.6g},{std:.6g}")
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+
+
+def latex_escape(text: str) -> str:
+    return "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+
+
+def _latex_cell(row: dict, key: str) -> str:
+    return latex_escape(_cell(row, key)).replace("±", r"$\pm$")
+
+
+def comparison_latex(rows: list[dict]) -> str:
+    """A booktabs table per scenario (main columns and cost), ready for \\input in a paper."""
+    keys = ["avg_incremental", "final", "final_weighted", "forgetting", "bwt", "cost_ratio", "cost_ratio_flops"]
+    heads = ["Avg.\\ inc.", "Final", "Final (q-w)", "Forgetting", "BWT", "Cost", "FLOPs"]
+    out = []
+    for scenario in dict.fromkeys(r["scenario"] for r in rows):
+        mine = [r for r in rows if r["scenario"] == scenario]
+        out += [r"\begin{table}[t]", r"\centering",
+                rf"\caption{{{latex_escape(scenario)}: {latex_escape(mine[0]['metric'])} (\%), mean $\pm$ std over "
+                rf"seeds; cost relative to static retraining.}}",
+                r"\begin{tabular}{l" + "r" * len(keys) + "}", r"\toprule",
+                "Strategy & " + " & ".join(heads) + r" \\", r"\midrule"]
+        for r in mine:
+            out.append(latex_escape(r["label"]) + " & " + " & ".join(_latex_cell(r, k) for k in keys) + r" \\")
+        out += [r"\bottomrule", r"\end{tabular}", r"\end{table}", ""]
+    return "\n".join(out)
