@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
+# One process per cell; cells already complete under $(RESULTS) are skipped, interrupted ones resumed.
 demo: setup
-	$(BIN)/cl-fir run --strategy finetune --scenario synth-4inc --seed 0 --output-dir $(RESULTS) --overwrite
-	$(BIN)/cl-fir run --strategy static --scenario synth-4inc --seed 0 --output-dir $(RESULTS) --overwrite
+	$(BIN)/cl-fir sweep --strategies finetune,static --scenarios synth-4inc --seeds 0 --output-dir $(RESULTS) --no-compare
 	$(BIN)/cl-fir compare --root $(RESULTS) --scenario synth-4inc
 
 test: setup

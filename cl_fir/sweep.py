@@ -1,0 +1,169 @@
+"""``cl-fir sweep``: every (strategy, scenario, seed) cell as its own ``cl-fir run`` process.
+
+One process per cell, so a crash or a bad option in one cell never stops the others.
+Before a cell starts its folder is looked at: a complete run is skipped, a run with a
+checkpoint is resumed (``--resume``), anything else starts afresh. Logs go to
+``<output-dir>/sweep_logs/``; the sweep ends with ``compare`` over its cells.
+
+Backends: ``local`` (a pool of ``--jobs`` subprocesses on this machine) and ``ray`` (each
+cell is a Ray task that runs the same command on a worker; install the extra
+``cl-fir[ray]`` and point ``--ray-address`` or ``RAY_ADDRESS`` at a cluster whose workers
+have cl-fir installed and see the same output folder, e.g. a shared file system).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cl_fir.errors import ConfigError
+
+BACKENDS = ("local", "ray")
+
+
+@dataclass
+class Cell:
+    strategy: str           # as given (a name or path.py:Class)
+    scenario: str           # as given (a name or a .toml path)
+    seed: int
+    run_dir: Path
+    action: str = ""        # skip | resume | run
+    status: str = "pending"  # pending | running | complete | failed
+    seconds: float = 0.0
+    log: Path | None = None
+    message: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.run_dir.parent.name} on {self.run_dir.parent.parent.name}, seed {self.seed}"
+
+
+@dataclass
+class SweepPlan:
+    cells: list[Cell]
+    output_dir: Path
+    extra_args: list[str] = field(default_factory=list)
+
+
+def plan(strategies: list[str], scenarios: list[str], seeds: list[int], output_dir: Path,
+         extra_args: list[str] | None = None) -> SweepPlan:
+    """Resolve names (so that run folders are known) and decide what each cell needs."""
+    from cl_fir.registry import get_strategy_class
+    from cl_fir.scenario import load_spec
+
+    if not strategies or not scenarios or not seeds:
+        raise ConfigError("sweep: give at least one of each: --strategies, --scenarios, --seeds")
+    cells = []
+    for scenario in scenarios:
+        scenario_name = load_spec(scenario).name
+        for strategy in strategies:
+            strategy_name = get_strategy_class(strategy).name
+            for seed in seeds:
+                run_dir = output_dir / scenario_name / strategy_name / f"seed{seed}"
+                cells.append(Cell(strategy, scenario, seed, run_dir, action=_action(run_dir)))
+    return SweepPlan(cells, output_dir, list(extra_args or []))
+
+
+def _action(run_dir: Path) -> str:
+    try:
+        info = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return "run"
+    if info.get("status") == "complete":
+        return "skip"
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.pt")):
+        return "resume"
+    return "run"
+
+
+def command(cell: Cell, sweep: SweepPlan) -> list[str]:
+    base = [sys.executable, "-m", "cl_fir", "run", "--quiet"]
+    if cell.action == "resume":
+        return base + ["--resume", str(cell.run_dir)]
+    return base + ["--strategy", cell.strategy, "--scenario", cell.scenario, "--seed", str(cell.seed),
+                   "--output-dir", str(sweep.output_dir), "--overwrite", *sweep.extra_args]
+
+
+def _run_local(cmd: list[str], log: Path) -> int:
+    with open(log, "w", encoding="utf-8") as fh:
+        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                              check=False).returncode
+
+
+def execute(sweep: SweepPlan, jobs: int = 1, backend: str = "local", ray_address: str | None = None,
+            on_update=None) -> list[Cell]:
+    """Run every cell that is not complete; ``on_update(cell, cells)`` after each cell changes."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend: expected one of {', '.join(BACKENDS)}, got {backend!r}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs: expected an integer >= 1, got {jobs}")
+    logs = sweep.output_dir / "sweep_logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    todo = [c for c in sweep.cells if c.action != "skip"]
+    for c in sweep.cells:
+        if c.action == "skip":
+            c.status = "complete"
+            c.message = "already complete"
+        c.log = logs / f"{c.run_dir.parent.parent.name}__{c.run_dir.parent.name}__seed{c.seed}.log"
+    runner = _ray_runner(ray_address) if backend == "ray" else None
+
+    def one(cell: Cell) -> Cell:
+        cell.status = "running"
+        if on_update:
+            on_update(cell, sweep.cells)
+        start = time.perf_counter()
+        cmd = command(cell, sweep)
+        rc = runner(cmd, cell.log) if runner else _run_local(cmd, cell.log)
+        cell.seconds = time.perf_counter() - start
+        cell.status = "complete" if rc == 0 else "failed"
+        if rc != 0:
+            cell.message = _last_error(cell.log) or f"exit code {rc}"
+        return cell
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for future in as_completed([pool.submit(one, c) for c in todo]):
+            cell = future.result()
+            if on_update:
+                on_update(cell, sweep.cells)
+    return sweep.cells
+
+
+def _last_error(log: Path | None) -> str:
+    try:
+        lines = [ln.strip() for ln in log.read_text(encoding="utf-8", errors="replace").splitlines() if ln.strip()]
+    except (OSError, AttributeError):
+        return ""
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    return (errors or lines or [""])[-1][:300]
+
+
+def _ray_runner(address: str | None):
+    """A function that runs one cell's command as a Ray task and returns its exit code."""
+    try:
+        import ray
+    except ImportError:
+        raise ConfigError("--backend ray needs the ray package: pip install 'cl-fir[ray]'") from None
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                 **({} if address else {"num_cpus": os.cpu_count()}))
+
+    @ray.remote(num_cpus=1)
+    def run_cell(cmd: list[str], log: str) -> int:
+        return _run_local(cmd, Path(log))
+
+    def run(cmd: list[str], log: Path) -> int:
+        return ray.get(run_cell.remote(cmd, str(log)))
+
+    return run
+
+
+def summary_rows(cells: list[Cell]) -> list[list[str]]:
+    return [[c.run_dir.parent.parent.name, c.run_dir.parent.name, str(c.seed), c.action, c.status,
+             f"{c.seconds:.0f}" if c.seconds else "", c.message] for c in cells]
