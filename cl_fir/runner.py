@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from cl_fir.config import SECTIONS, RunConfig, apply_overrides, apply_section
+from cl_fir.data.image_dataset import count_load_failures
 from cl_fir.engine.checkpoint import load_checkpoint, save_checkpoint
 from cl_fir.engine.cost import CostMeter, forward_flops_per_image
 from cl_fir.engine.device import resolve_device
@@ -27,7 +28,6 @@ from cl_fir.engine.loop import TrainingLoop
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
 from cl_fir.errors import ConfigError, TrainingError
-from cl_fir.data.image_dataset import count_load_failures
 from cl_fir.evaluation.evaluator import METRIC_LABELS, metric_names
 from cl_fir.models.backbones import FeatureMapBackbone, load_local_weights
 from cl_fir.registry import get_strategy_class, is_file_spec
@@ -201,7 +201,6 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
     spec = load_spec(cfg.scenario)
     info.update(versions=versions())
     run_dir.write_info(info)
-    loop = None
     try:
         mid_increment = checkpoint is not None and checkpoint.get("kind") == "step"
         start = 0 if checkpoint is None else checkpoint["increment"] + (0 if mid_increment else 1)
@@ -227,6 +226,9 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
         info["primary_metric"] = results.primary
         label = METRIC_LABELS[results.primary]
         data = info["data"]
+        if data.get("file_warnings"):
+            reporter.log(f"[yellow]label-file warnings[/yellow]: {data['file_warnings']} "
+                         f"(e.g. {'; '.join(data['file_warning_examples'][:1])})")
         if data["bad_images"]:
             reporter.log(f"[yellow]skipping {data['bad_images']} of {data['checked_images']} images[/yellow] "
                          f"(missing or unreadable; rows skipped: {data['skipped_rows']}); --strict refuses instead")
@@ -279,9 +281,10 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             reporter.log(f"stopped after increment {stop}; continue with: cl-fir run --resume {run_dir.path}")
         return run_dir.path
     except TrainingError as exc:
-        last = info.get("last_step_checkpoint") or (f"after increment {info['increments_done']}"
-                                                    if info.get("increments_done") else None)
-        exc.args = (f"{exc}; run {run_dir.path}, last good checkpoint: {last or 'none yet'}",)
+        step = info.get("last_step_checkpoint")
+        last = (f"increment {step['increment']}, epoch {step['epoch']}, step {step['step']}" if step else
+                f"end of increment {info['increments_done']}" if info.get("increments_done") else "none yet")
+        exc.args = (f"{exc}; run {run_dir.path}, last good checkpoint: {last}",)
         _record_failure(run_dir, info, exc)
         raise
     except BaseException as exc:

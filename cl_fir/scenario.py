@@ -210,6 +210,9 @@ class Scenario:
                 f"{self.data_report['bad_images']} of {self.data_report['checked_images']} images of scenario "
                 f"{spec.name} are missing or unreadable ({examples}); without --strict they are skipped and "
                 f"counted; `cl-fir data verify` lists them all")
+        warnings = self.source.problems.warnings
+        self.data_report["file_warnings"] = self.source.problems.counts("warning")
+        self.data_report["file_warning_examples"] = [str(w) for w in warnings[:3]]
         n_train = len(train_all)
         train_all = train_all.subset(~np.isin(train_all.image_ids, bad_train))
         self._skipped("train", n_train - len(train_all))

@@ -328,3 +328,11 @@ def test_verify_bad_invocations(pristine, tmp_path):
     empty.mkdir()
     res = runner.invoke(app, ["data", "verify", "darn", "--data-root", str(empty)])
     assert res.exit_code == 1 and "meta.json: missing" in res.output
+
+
+def test_label_file_warnings_reach_the_results(root, cache_dir):
+    path = root / "FashionAI" / "query_test.txt"
+    path.write_text(path.read_text() + path.read_text().splitlines()[0] + "\n")
+    sc = _scenario("fashionai-4inc", root, cache_dir)
+    assert sc.data_report["file_warnings"] == {"duplicate": 1}
+    assert "query_test.txt" in sc.data_report["file_warning_examples"][0]

@@ -136,7 +136,7 @@ class TrainingLoop:
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
             loss_sum, steps, wait = 0.0, 0, 0.0
-            start = time.perf_counter()
+            start = epoch_start = time.perf_counter()   # start: since the last time booked into the cost
             with self.reporter.task(len(sampler) - skip, f"  epoch {epoch + 1}/{t.epochs}") as advance:
                 batches = iter(loader)
                 if skip:   # the random state right after the checkpointed step (exact with num_workers=0)
@@ -168,7 +168,7 @@ class TrainingLoop:
             self.strategy.after_training_epoch(self)
             images = steps * 2 * t.batch_size
             self.reporter.log(f"  epoch {epoch + 1}/{t.epochs}: loss {loss_sum / max(steps, 1):.4f}, "
-                              f"{steps} steps, {images / max(elapsed, 1e-9):.0f} img/s")
+                              f"{steps} steps, {images / max(time.perf_counter() - epoch_start, 1e-9):.0f} img/s")
         self.strategy.after_training_exp(self)
         self.cost.record_peak_memory()
 

@@ -38,6 +38,9 @@ def data_section(data: dict | None) -> list[str]:
              + (f" ({', '.join(f'{n} {k}' for k, n in data.get('bad_by_reason', {}).items())})"
                 if data.get("bad_images") else ""),
              f"- skipped rows: {skipped}"]
+    if data.get("file_warnings"):
+        lines.append("- label-file warnings: " + ", ".join(f"{n} {k}" for k, n in data["file_warnings"].items())
+                     + " (e.g. " + "; ".join(data.get("file_warning_examples", [])[:1]) + ")")
     if data.get("other_extension"):
         lines.append(f"- found under another file extension: {data['other_extension']}")
     if data.get("load_failures"):
