@@ -46,6 +46,7 @@ class EvalConfig:
     batch_size: int = 256
     map_k: int = 100                        # MAP@k besides MAP@all (ASEN convention: divide by all relevant)
     recall_ks: list[int] = field(default_factory=lambda: [1, 10, 100])
+    embedding_stats: bool = True            # also MAP@R, NMI, embedding space density, spectral decay
 
 
 @dataclass

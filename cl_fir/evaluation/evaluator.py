@@ -13,11 +13,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Iterable
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from cl_fir.config import EvalConfig
 from cl_fir.engine.device import DeviceSetup
+from cl_fir.evaluation.embedding_stats import embedding_space_density, kmeans_nmi, spectral_decay
 from cl_fir.evaluation.retrieval import retrieval_scores
 
 from cl_fir.scenario import TripletTask
@@ -33,7 +35,21 @@ def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
     """Metrics recorded for every task; the first is the run's primary metric."""
     if protocol == "triplet":
         return ["triplet_acc"]
-    return ["map_all", f"map@{cfg.map_k}", *[f"recall@{k}" for k in cfg.recall_ks]]
+    names = ["map_all", f"map@{cfg.map_k}", *[f"recall@{k}" for k in cfg.recall_ks]]
+    return names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
+
+
+#: Per-task statistics of the task's evaluation embeddings (queries and candidates, label = value).
+EMBEDDING_STATS = ("map@r", "nmi", "esd", "rho@1", "rho@2")
+
+
+def _embedding_stats(q: torch.Tensor, c: torch.Tensor, task, ap_at_r) -> dict[str, float]:
+    """MAP@R (%) and NMI, ESD, spectral decay of the task's query and candidate embeddings together."""
+    emb = torch.cat([q, c]).cpu()
+    labels = np.concatenate([task.queries.class_ids, task.candidates.class_ids])
+    return {"map@r": 100.0 * float(np.mean(ap_at_r)), "nmi": 100.0 * kmeans_nmi(emb, labels),
+            "esd": embedding_space_density(emb, labels), "rho@1": spectral_decay(emb, 0),
+            "rho@2": spectral_decay(emb, 1)}
 
 
 def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
@@ -75,10 +91,13 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
             c = embed_dataset(model, task.candidates, task.attribute, setup, cfg.batch_size, num_workers)
             images += q.shape[0] + c.shape[0]
             scores = retrieval_scores(q, task.queries.class_ids, c, task.candidates.class_ids,
-                                      ap_ks=(None, cfg.map_k), recall_ks=tuple(cfg.recall_ks))
+                                      ap_ks=(None, cfg.map_k), recall_ks=tuple(cfg.recall_ks),
+                                      ap_at_r=cfg.embedding_stats)
             row = {"map_all": 100.0 * float(scores["ap"][None].mean()),
                    f"map@{cfg.map_k}": 100.0 * float(scores["ap"][cfg.map_k].mean())}
             row.update({f"recall@{k}": 100.0 * float(scores["recall"][k].mean()) for k in cfg.recall_ks})
+            if cfg.embedding_stats:
+                row.update(_embedding_stats(q, c, task, scores["ap@r"]))
             results[task.attribute] = row
     finally:
         model.train(was_training)

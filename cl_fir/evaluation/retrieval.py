@@ -9,6 +9,8 @@ candidate order (a stable sort), so results are deterministic.
   MAP@k). A query with no relevant candidate scores 0 and still counts.
 * **Recall@K**: 1 if at least one relevant candidate is in the top K, else 0 (the usual
   metric-learning hit rate).
+* **AP@R** (MAP@R, Musgrave et al. 2020): with R the number of relevant candidates, the
+  sum of precision@i over relevant positions i <= R, divided by R.
 """
 
 from __future__ import annotations
@@ -28,11 +30,12 @@ def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
 
 
 def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequence[int | None] = (None,),
-                     recall_ks: Sequence[int] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> dict:
+                     recall_ks: Sequence[int] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
+                     ap_at_r: bool = False) -> dict:
     """Per-query scores in one ranking pass.
 
     Returns ``{"ap": {k: array}, "recall": {k: array}}`` with one value per query
-    (``k=None`` is AP over the full list, MAP@all).
+    (``k=None`` is AP over the full list, MAP@all), and ``"ap@r"`` when ``ap_at_r``.
     """
     q = _as_tensor(query_emb)
     device = q.device
@@ -47,8 +50,10 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
     n_q, n_c = q.shape[0], c.shape[0]
     ap_out = {k: np.zeros(n_q, dtype=np.float64) for k in ap_ks}
     rec_out = {k: np.zeros(n_q, dtype=np.float64) for k in recall_ks}
+    at_r = np.zeros(n_q, dtype=np.float64)
+    result = {"ap": ap_out, "recall": rec_out, **({"ap@r": at_r} if ap_at_r else {})}
     if n_q == 0 or n_c == 0:
-        return {"ap": ap_out, "recall": rec_out}
+        return result
     ranks = torch.arange(1, n_c + 1, device=device, dtype=torch.float64)
     rows = max(1, chunk_elements // n_c)
     for start in range(0, n_q, rows):
@@ -66,7 +71,10 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
             ap_out[k][start:stop] = (upto.sum(dim=1) / denom).cpu().numpy()
         for k in recall_ks:
             rec_out[k][start:stop] = rel[:, :k].any(dim=1).to(torch.float64).cpu().numpy()
-    return {"ap": ap_out, "recall": rec_out}
+        if ap_at_r:
+            within_r = ranks[None, :] <= n_rel[:, None]
+            at_r[start:stop] = ((prec_at_rel * within_r).sum(dim=1) / denom).cpu().numpy()
+    return result
 
 
 def average_precision(query_emb, query_labels, cand_emb, cand_labels, k: int | None = None) -> np.ndarray:
