@@ -76,6 +76,8 @@ def run(
                                                           "[default: auto].")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="Data-loader workers (-1: auto).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone checkpoint (nothing is downloaded).")] = None,
+    head: Annotated[Optional[str], typer.Option(help="Embedding head (model.head): asen or crt; head options go in "
+                                                     "[model.head_kwargs] of a scenario or run file.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Where generated datasets and image checks are cached (or CL_FIR_CACHE; default ~/.cache/cl-fir).")] = None,
@@ -115,6 +117,7 @@ def run(
         for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
                            ("train.batch_size", batch_size), ("train.lr", lr), ("train.num_workers", num_workers),
                            ("train.checkpoint_every", checkpoint_every), ("model.weights", weights),
+                           ("model.head", head),
                            ("device", device), ("precision", precision), ("data_root", data_root),
                            ("cache_dir", cache_dir), ("strict", strict or None),
                            ("deterministic", deterministic or None)):
@@ -130,7 +133,7 @@ def run(
     overrides = {**file_overrides, **parse_assignments(set_, "--set")}
     for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
                        ("train.batch_size", batch_size), ("train.lr", lr), ("train.num_workers", num_workers),
-                       ("train.checkpoint_every", checkpoint_every),
+                       ("train.checkpoint_every", checkpoint_every), ("model.head", head),
                        ("model.weights", str(weights) if weights else None)):
         if value is not None:
             overrides[key] = value

@@ -25,6 +25,8 @@ class ModelConfig:
     embed_dim: int = 128                    # head output (MCL-FIR's ASENet_V2 variant uses 128)
     attr_dim: int = 512                     # learned attribute embedding (ASEN_v2: 512)
     weights: str | None = None              # local checkpoint for the backbone (timm/torchvision keys)
+    head: str = "asen"                      # embedding head: asen (ASEN_v2 attention) | crt (coded residual)
+    head_kwargs: dict = field(default_factory=dict)   # e.g. crt: num_prototypes, second_prototypes, residual
 
 
 @dataclass
@@ -52,6 +54,11 @@ class EvalConfig:
 @dataclass
 class LossConfig:
     temperature: float = 0.3                # InfoNCE temperature (MCL-FIR: 0.3)
+    metric: str = "infonce"                 # metric loss: infonce | multi_similarity (Wang et al. 2019)
+    ms_alpha: float = 2.0                   # multi-similarity: positive scale (paper: 2)
+    ms_beta: float = 50.0                   # negative scale (paper: 50)
+    ms_base: float = 1.0                    # similarity margin lambda (paper: 1; PML default 0.5)
+    ms_epsilon: float = 0.1                 # pair-mining margin (paper: 0.1)
 
 
 SECTIONS: dict[str, type] = {
@@ -103,6 +110,8 @@ class RunConfig:
             (0 < t.lr_gamma <= 1, "train.lr_gamma", "a number in (0, 1]", t.lr_gamma),
             (t.weight_decay >= 0, "train.weight_decay", "a number >= 0", t.weight_decay),
             (self.loss.temperature > 0, "loss.temperature", "a number > 0", self.loss.temperature),
+            (self.loss.metric in ("infonce", "multi_similarity"), "loss.metric", "infonce or multi_similarity",
+             self.loss.metric),
             (t.num_workers >= -1, "train.num_workers", "-1 (auto) or an integer >= 0", t.num_workers),
             (t.checkpoint_every >= 0, "train.checkpoint_every (--checkpoint-every)", "an integer >= 0 (steps)",
              t.checkpoint_every),

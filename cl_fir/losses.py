@@ -66,3 +66,30 @@ def similarity_distillation(student: torch.Tensor, teacher: torch.Tensor, temper
 def pooled_feature_distillation(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
     """MSE between global-average-pooled feature maps (the MCL-FIR reference code's KD term)."""
     return F.mse_loss(student_map.float().mean(dim=(2, 3)), teacher_map.detach().float().mean(dim=(2, 3)))
+
+
+def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, alpha: float = 2.0, beta: float = 50.0,
+                          base: float = 1.0, epsilon: float = 0.1) -> torch.Tensor:
+    """Multi-similarity loss (Wang et al., CVPR'19) with its pair mining, on cosine similarities.
+
+    For anchor i with positives P_i and negatives N_i (same / different label, i excluded), a
+    negative k is kept when ``S_ik + epsilon > min_P S``, a positive when ``S_ik - epsilon < max_N S``;
+    ``L_i = log(1 + sum_P' exp(-alpha (S - base))) / alpha + log(1 + sum_N' exp(beta (S - base))) / beta``.
+    The loss is the sum over anchors divided by the batch size (anchors without a mined pair
+    add 0), as the official code. Defaults are the paper's (alpha 2, beta 50, lambda 1, eps 0.1).
+    """
+    z = F.normalize(embeddings.float(), dim=1)
+    sim = z @ z.t()
+    n = z.shape[0]
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(n, dtype=torch.bool, device=z.device)
+    pos, neg = same & ~eye, ~same
+    inf = torch.tensor(float("inf"), device=z.device)
+    min_pos = torch.where(pos, sim, inf).min(dim=1, keepdim=True).values
+    max_neg = torch.where(neg, sim, -inf).max(dim=1, keepdim=True).values
+    keep_neg = neg & (sim + epsilon > min_pos)
+    keep_pos = pos & (sim - epsilon < max_neg)
+    pos_term = torch.log1p(torch.where(keep_pos, torch.exp(-alpha * (sim - base)), 0.0).sum(dim=1)) / alpha
+    neg_term = torch.log1p(torch.where(keep_neg, torch.exp(beta * (sim - base)), 0.0).sum(dim=1)) / beta
+    valid = keep_pos.any(dim=1) & keep_neg.any(dim=1)
+    return torch.where(valid, pos_term + neg_term, 0.0).sum() / n

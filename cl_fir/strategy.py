@@ -21,7 +21,7 @@ import torch
 
 from cl_fir.config import RunConfig, apply_section
 from cl_fir.data.samplers import DoubletBatchSampler
-from cl_fir.losses import doublet_infonce
+from cl_fir.losses import doublet_infonce, multi_similarity_loss
 from cl_fir.models import build_model
 
 if TYPE_CHECKING:
@@ -90,10 +90,19 @@ class Strategy:
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
 
     def criterion(self, loop: "TrainingLoop") -> torch.Tensor:
-        """Doublet InfoNCE on the mini-batch ``[anchors; positives]`` (temperature: ``[loss]``)."""
+        """The metric loss (``[loss] metric``) on the mini-batch ``[anchors; positives]``.
+
+        ``infonce``: doublet InfoNCE (temperature from ``[loss]``). ``multi_similarity``: the MS
+        loss over all 2B embeddings, labelled by value when ``label_aware``, else by doublet.
+        """
         B = loop.mb_output.shape[0] // 2
+        loss_cfg = loop.cfg.loss
+        if loss_cfg.metric == "multi_similarity":
+            labels = loop.mb_y if self.opts.label_aware else torch.arange(B, device=loop.mb_y.device).repeat(2)
+            return multi_similarity_loss(loop.mb_output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,
+                                         loss_cfg.ms_base, loss_cfg.ms_epsilon)
         labels = loop.mb_y[:B] if self.opts.label_aware else None
-        return doublet_infonce(loop.mb_output[:B], loop.mb_output[B:], labels, loop.cfg.loss.temperature)
+        return doublet_infonce(loop.mb_output[:B], loop.mb_output[B:], labels, loss_cfg.temperature)
 
     # ------------------------------------------------------------ hooks (Avalanche names)
 

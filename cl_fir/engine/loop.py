@@ -28,6 +28,7 @@ from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_
 from cl_fir.errors import TrainingError
 from cl_fir.evaluation.evaluator import evaluate_tasks
 from cl_fir.models import RetrievalModel
+from cl_fir.models.retrieval_model import auxiliary_loss, clear_auxiliary
 from cl_fir.scenario import Increment, Scenario
 from cl_fir.strategy import Strategy
 
@@ -178,11 +179,15 @@ class TrainingLoop:
         self.mb_y = y.to(self.setup.device, non_blocking=True)
         self.mb_task = task.to(self.setup.device, non_blocking=True)
         self.strategy.before_forward(self)
+        clear_auxiliary(self.model)
         with self.setup.autocast():
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True)
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)
+        aux = auxiliary_loss(self.model)
+        if aux is not None:                   # heads' own terms (e.g. CRT's diversity), after the strategy's
+            self.loss = self.loss + aux
         value = float(self.loss.detach())
         if not math.isfinite(value):
             raise TrainingError(

@@ -13,7 +13,9 @@ import torch
 from torch import nn
 
 from cl_fir.config import ModelConfig
+from cl_fir.errors import ConfigError
 from cl_fir.models.backbones import FeatureMapBackbone
+from cl_fir.models.crt_head import CodedResidualHead
 from cl_fir.models.heads import AttributeAttentionHead
 
 
@@ -29,6 +31,20 @@ def route_by_group(groups: torch.Tensor, compute: Callable[[int, torch.Tensor], 
         for out, part in zip(outs, parts):
             out[idx] = part
     return tuple(outs)
+
+
+def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
+    """Sum of the auxiliary losses that modules (heads such as CRT) recorded in their
+    training forwards since the last call, or None; clears them. Works for any container."""
+    terms = [t for m in model.modules() for t in getattr(m, "aux_losses", [])]
+    clear_auxiliary(model)
+    return torch.stack([t.float() for t in terms]).sum() if terms else None
+
+
+def clear_auxiliary(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(getattr(m, "aux_losses", None), list):
+            m.aux_losses.clear()
 
 
 class RetrievalModel(nn.Module):
@@ -58,9 +74,21 @@ class RetrievalModel(nn.Module):
         return (emb, fmap) if return_features else emb
 
 
+#: ``model.head`` -> head class; every head maps (feature map, attribute) to an L2-normalised embedding.
+HEADS = {"asen": AttributeAttentionHead, "crt": CodedResidualHead}
+
+
+def build_head(cfg: ModelConfig, in_channels: int, num_attributes: int) -> nn.Module:
+    if cfg.head not in HEADS:
+        raise ConfigError(f"model.head (--head): expected one of {', '.join(HEADS)}, got {cfg.head!r}")
+    try:
+        return HEADS[cfg.head](in_channels, num_attributes, cfg.embed_dim, cfg.attr_dim, **cfg.head_kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"model.head_kwargs for head {cfg.head!r}: {exc}") from None
+
+
 def build_model(cfg: ModelConfig, num_attributes: int, head_of_attribute: Sequence[int]) -> RetrievalModel:
     backbone = FeatureMapBackbone(cfg.backbone, cfg.feature_index, **cfg.backbone_kwargs)
     num_heads = max(head_of_attribute) + 1 if len(head_of_attribute) else 1
-    heads = [AttributeAttentionHead(backbone.out_channels, num_attributes, cfg.embed_dim, cfg.attr_dim)
-             for _ in range(num_heads)]
+    heads = [build_head(cfg, backbone.out_channels, num_attributes) for _ in range(num_heads)]
     return RetrievalModel(backbone, heads, head_of_attribute)
