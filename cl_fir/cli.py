@@ -77,7 +77,7 @@ def run(
     num_workers: Annotated[Optional[int], typer.Option(help="Data-loader workers (-1: auto).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone checkpoint (nothing is downloaded).")] = None,
     head: Annotated[Optional[str], typer.Option(help="Embedding head (model.head): asen or crt; head options go in "
-                                                     "[model.head_kwargs] of a scenario or run file.")] = None,
+                                                     "the model.head_kwargs table of a scenario or run file.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(
         help="Where generated datasets and image checks are cached (or CL_FIR_CACHE; default ~/.cache/cl-fir).")] = None,
@@ -284,8 +284,8 @@ def sweep(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds, or a range such as 0-2.")] = "0",
     output_dir: Annotated[Path, typer.Option(help="Results root for every cell.")] = Path("results"),
     jobs: Annotated[int, typer.Option(help="Cells run at the same time.")] = 1,
-    backend: Annotated[str, typer.Option(help="local (subprocesses here) or ray (Ray tasks; pip install "
-                                              "'cl-fir[ray]').")] = "local",
+    backend: Annotated[str, typer.Option(help="local (subprocesses here) or ray (Ray tasks; needs the optional "
+                                              "ray extra of cl-fir).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (or RAY_ADDRESS); default: "
                                                             "a local Ray instance.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
@@ -295,8 +295,10 @@ def sweep(
     compare_after: Annotated[bool, typer.Option("--compare/--no-compare",
                                                 help="Compare the sweep's runs at the end.")] = True,
 ) -> None:
-    """Run strategies x scenarios x seeds, one process per cell: complete cells are skipped,
-    interrupted ones resumed, failures reported without stopping the others."""
+    """Run strategies x scenarios x seeds, one process per cell.
+
+    Complete cells are skipped, interrupted ones resumed, and a failed cell does not stop the others.
+    """
     from cl_fir.report.summary import markdown_table
     from cl_fir.sweep import execute, plan, summary_rows
 
