@@ -94,10 +94,9 @@ def run(
         help="Also checkpoint every N optimizer steps (train.checkpoint_every; 0 = at increment ends only).")] = None,
     deterministic: Annotated[bool, typer.Option(help="Use torch's deterministic algorithms (bit-exact reruns; "
                                                      "slower on GPU).")] = False,
-    config: Annotated[Optional[Path], typer.Option(help="TOML run file: strategy, scenario, seed, ..., "
-                                                        "[model]/[train]/[loss]/[eval]/[transforms] sections and "
-                                                        "[options] (strategy options); command-line options "
-                                                        "win over it.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="TOML run file: strategy, scenario, seed, ... at the top, "
+                                                        "model/train/loss/eval/transforms tables and an options table "
+                                                        "(strategy options); command-line options win over it.")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Train a strategy on a scenario, evaluating every seen task after each increment."""
