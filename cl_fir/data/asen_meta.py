@@ -19,6 +19,7 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -134,6 +135,22 @@ def _read_lines(path: Path, problems: ProblemLog | None = None) -> list[str]:
         return []
 
 
+def integer_lines(path: Path, problems: ProblemLog, expected: str) -> Iterator[tuple[int, list[int], str]]:
+    """``(line number, integers, line)`` for every non-empty line of a whitespace-separated
+    integer file; a line with a non-integer field is reported (``expected`` says what a line
+    should be) and skipped. Used by every label and triplet file reader."""
+    for lineno, line in enumerate(_read_lines(path, problems), start=1):
+        fields = line.split()
+        if not fields:
+            continue
+        try:
+            numbers = [int(f) for f in fields]
+        except ValueError:
+            problems.error("malformed", path, lineno, f"expected {expected} as integers, got {line.strip()!r}")
+            continue
+        yield lineno, numbers, line
+
+
 class AsenMetaDataset:
     """One dataset in the ASEN meta format, parsed lazily and validated on read.
 
@@ -194,15 +211,7 @@ class AsenMetaDataset:
         n_images = len(self.filenames(split))
         expected = "'img_id attr value [attr value ...]'" if multi else "'img_id attr value'"
         parsed: list[tuple[int, int, list[int]]] = []
-        for lineno, line in enumerate(_read_lines(path, log), start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                numbers = [int(f) for f in fields]
-            except ValueError:
-                log.error("malformed", path, lineno, f"expected {expected} as integers, got {line.strip()!r}")
-                continue
+        for lineno, numbers, line in integer_lines(path, log, expected):
             pairs = numbers[1:]
             if len(numbers) < 3 or len(pairs) % 2 or (not multi and len(numbers) != 3):
                 log.error("malformed", path, lineno, f"expected {expected}, got {line.strip()!r}")

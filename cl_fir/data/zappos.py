@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_fir.data.asen_meta import AttributeMeta, SampleTable
+from cl_fir.data.asen_meta import AttributeMeta, SampleTable, integer_lines
 from cl_fir.data.problems import ProblemLog
 from cl_fir.errors import ConfigError, DataFormatError
 
@@ -140,20 +140,7 @@ class ZapposDataset:
         n = len(self._names)
         rows = []
         seen: dict[tuple[int, int, int], int] = {}
-        if not path.is_file():
-            log.error("missing-file", path, None, "missing")
-            lines = []
-        else:
-            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-        for lineno, line in enumerate(lines, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            try:
-                ids = [int(f) for f in fields]
-            except ValueError:
-                log.error("malformed", path, lineno, f"expected 'anchor far close' as integers, got {line.strip()!r}")
-                continue
+        for lineno, ids, line in integer_lines(path, log, "'anchor far close'"):
             if len(ids) != 3:
                 log.error("malformed", path, lineno, f"expected 'anchor far close', got {line.strip()!r}")
                 continue
