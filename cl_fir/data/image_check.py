@@ -24,10 +24,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 from PIL import Image
 
@@ -53,12 +55,12 @@ class ImageCheck:
         return len(self.bad)
 
     def reasons(self) -> dict[str, int]:
-        """Count of bad images per reason category (the text before the first colon)."""
-        out: dict[str, int] = {}
-        for reason in self.bad.values():
-            key = reason.split(":", 1)[0]
-            out[key] = out.get(key, 0) + 1
-        return out
+        return reason_counts(self.bad.values())
+
+
+def reason_counts(reasons: Iterable[str]) -> dict[str, int]:
+    """Count of bad images per reason category (the text before the first colon)."""
+    return dict(Counter(reason.split(":", 1)[0] for reason in reasons))
 
 
 def resolve(path: Path) -> tuple[Path, os.stat_result | None]:
@@ -120,7 +122,7 @@ def check_images(paths: Sequence[Path], level: str = "header", cache_dir: Path |
         reasons = some(resolved)
     else:
         label = f"checking {len(paths)} images ({level})"
-        with (progress_factory(len(paths), label) if progress_factory else _nothing()) as advance:
+        with (progress_factory(len(paths), label) if progress_factory else nullcontext()) as advance:
             reasons = []
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 for part in pool.map(some, _chunks(resolved, 64)):
@@ -139,14 +141,6 @@ def check_images(paths: Sequence[Path], level: str = "header", cache_dir: Path |
 
 def _chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]
-
-
-class _nothing:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _other_ext(paths, resolved) -> int:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from cl_fir.data.asen_meta import EVAL_SPLITS, AsenMetaDataset
-from cl_fir.data.image_check import check_images
+from cl_fir.data.image_check import check_images, reason_counts
 from cl_fir.data.problems import ProblemLog
 from cl_fir.data.zappos import CONDITIONS, SPLIT_FILES, ZapposDataset
 from cl_fir.errors import CLFirError, ConfigError
@@ -259,9 +259,7 @@ def report_text(report: VerifyReport, max_listed: int = 10) -> str:
             out += [f"  {p}" for p in items[:max_listed]]
             if len(items) > max_listed:
                 out.append(f"  ... and {len(items) - max_listed} more")
-    reasons: dict[str, int] = {}
-    for r in report.bad_images.values():
-        reasons[r.split(":", 1)[0]] = reasons.get(r.split(":", 1)[0], 0) + 1
+    reasons = reason_counts(report.bad_images.values())
     out.append(f"images ({report.level}): {report.images_checked:,} checked, {len(report.bad_images):,} bad"
                + (f" ({', '.join(f'{n} {k}' for k, n in reasons.items())})" if reasons else ""))
     for path, reason in list(report.bad_images.items())[:max_listed]:

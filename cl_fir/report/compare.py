@@ -153,15 +153,25 @@ def comparison_csv(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def by_scenario(rows: list[dict]) -> dict[str, list[dict]]:
+    """Experiment rows grouped by scenario, in row order."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        groups.setdefault(r["scenario"], []).append(r)
+    return groups
+
+
+def task_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Header and body of the final-metric-per-task table of one scenario's experiments."""
+    tasks = list(rows[0]["tasks"])
+    body = [[r["label"]] + [_pm(*r["tasks"][t], len(r["seeds"]) > 1) for t in tasks] for r in rows]
+    return ["strategy"] + tasks, body
+
+
 def task_table_markdown(rows: list[dict]) -> str:
     """Final metric per task, one table per scenario (rows: experiments; columns: tasks)."""
-    parts = []
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        mine = [r for r in rows if r["scenario"] == scenario]
-        tasks = list(mine[0]["tasks"])
-        body = [[r["label"]] + [_pm(*r["tasks"][t], len(r["seeds"]) > 1) for t in tasks] for r in mine]
-        parts.append(f"{scenario}: final {mine[0]['metric']} per task (%)\n\n" + markdown_table(["strategy"] + tasks, body))
-    return "\n\n".join(parts)
+    return "\n\n".join(f"{scenario}: final {mine[0]['metric']} per task (%)\n\n" + markdown_table(*task_table(mine))
+                       for scenario, mine in by_scenario(rows).items())
 
 
 def _pm(mean: float, std: float, with_std: bool) -> str:
@@ -195,8 +205,7 @@ def comparison_latex(rows: list[dict]) -> str:
     keys = ["avg_incremental", "final", "final_weighted", "forgetting", "bwt", "cost_ratio", "cost_ratio_flops"]
     heads = ["Avg.\\ inc.", "Final", "Final (q-w)", "Forgetting", "BWT", "Cost", "FLOPs"]
     out = []
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        mine = [r for r in rows if r["scenario"] == scenario]
+    for scenario, mine in by_scenario(rows).items():
         out += [r"\begin{table}[t]", r"\centering",
                 rf"\caption{{{latex_escape(scenario)}: {latex_escape(mine[0]['metric'])} (\%), mean $\pm$ std over "
                 rf"seeds; cost relative to static retraining.}}",

@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from cl_fir.report.compare import COLUMNS, _cell, _pm
+from cl_fir.report.compare import COLUMNS, _cell, by_scenario, task_table
 from cl_fir.report.plots import safe_name
 
 _STYLE = """
@@ -42,17 +42,14 @@ def html_report(rows: list[dict], plots: dict[str, list[Path]], title: str = "cl
     if generated:
         parts.append(f"<p class='note'>Generated {html.escape(generated)} by <code>cl-fir compare</code>. "
                      "Means ± std over seeds; cost relative to the static run of the same scenario and seed.</p>")
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        mine = [r for r in rows if r["scenario"] == scenario]
+    for scenario, mine in by_scenario(rows).items():
         metric = mine[0]["metric"]
         parts.append(f"<h2>{html.escape(scenario)} ({html.escape(metric)}, %)</h2>")
         header = ["strategy", "seeds"] + [label for _, label in COLUMNS]
         body = [[r["label"], ",".join(map(str, r["seeds"]))] + [_cell(r, k) for k, _ in COLUMNS] for r in mine]
         parts.append(_table(header, body, ["reference" if r["strategy"] == "static" else "" for r in mine]))
-        tasks = list(mine[0]["tasks"])
         parts.append(f"<p class='note'>Final {html.escape(metric)} per task:</p>")
-        parts.append(_table(["strategy"] + tasks,
-                            [[r["label"]] + [_pm(*r["tasks"][t], len(r["seeds"]) > 1) for t in tasks] for r in mine]))
+        parts.append(_table(*task_table(mine)))
         heat = plots.get(f"matrix_{safe_name(scenario)}")
         if heat:
             parts.append(_image(heat[0], f"{scenario} increment x task matrix"))
