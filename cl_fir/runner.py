@@ -116,13 +116,14 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[dict]:
 def latest_checkpoint(run_dir: RunDirectory) -> dict | None:
     """The latest checkpoint: a mid-increment one (``step.pt``) if it is newer than the last boundary."""
     boundaries = sorted(run_dir.checkpoint_dir.glob("increment_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    checkpoint = load_checkpoint(boundaries[-1]) if boundaries else None
+    # increment_<k>.pt holds the state after increment k (index k - 1): compare by name, load one file only
+    last_done = int(boundaries[-1].stem.split("_")[1]) - 1 if boundaries else -1
     step_file = run_dir.checkpoint_dir / "step.pt"
     if step_file.is_file():
         step = load_checkpoint(step_file)
-        if checkpoint is None or step["increment"] > checkpoint["increment"]:
+        if step["increment"] > last_done:
             return step
-    return checkpoint
+    return load_checkpoint(boundaries[-1]) if boundaries else None
 
 
 def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: int | None = None,
