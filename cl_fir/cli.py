@@ -76,7 +76,7 @@ def run(
                                                           "[default: auto].")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="Data-loader workers (-1: auto).")] = None,
     weights: Annotated[Optional[Path], typer.Option(help="Local backbone checkpoint (nothing is downloaded).")] = None,
-    head: Annotated[Optional[str], typer.Option(help="Embedding head (model.head): asen or crt; head options go in "
+    head: Annotated[Optional[str], typer.Option(help="Embedding head (model.head): asen, crt or dnc; head options go in "
                                                      "the model.head_kwargs table of a scenario or run file.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(

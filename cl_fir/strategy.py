@@ -29,6 +29,15 @@ if TYPE_CHECKING:
     from cl_fir.scenario import Scenario
 
 
+def parameter_groups(params, lr: float) -> list[dict]:
+    """Optimizer parameter groups: parameters that carry an ``lr_multiplier`` attribute (D&C's
+    masks) get ``lr * lr_multiplier`` in a group of their own."""
+    groups: dict[float, list] = {}
+    for p in params:
+        groups.setdefault(float(getattr(p, "lr_multiplier", 1.0)), []).append(p)
+    return [{"params": ps, "lr": lr * m} for m, ps in groups.items()]
+
+
 class Strategy:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
@@ -86,7 +95,8 @@ class Strategy:
     def make_optimizer(self, loop: "TrainingLoop"):
         """A fresh optimizer and scheduler per increment (reference code: Adam, StepLR per epoch)."""
         t = loop.cfg.train
-        opt = torch.optim.Adam(self.trainable_parameters(loop), lr=t.lr, weight_decay=t.weight_decay)
+        opt = torch.optim.Adam(parameter_groups(self.trainable_parameters(loop), t.lr), lr=t.lr,
+                               weight_decay=t.weight_decay)
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
 
     def criterion(self, loop: "TrainingLoop") -> torch.Tensor:

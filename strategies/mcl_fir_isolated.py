@@ -39,11 +39,17 @@ class IsolatedNetworks(nn.Module):
         self.register_buffer("network_of_attribute", torch.as_tensor(network_of_attribute, dtype=torch.long),
                              persistent=False)
 
-    def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False):
-        emb, fmap = route_by_group(
-            self.network_of_attribute[attributes],
-            lambda n, idx: self.networks[n](images[idx], attributes[idx], return_features=True))
+    def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False,
+                groups: torch.Tensor | None = None):
+        def run(n, idx):
+            grouped = {} if groups is None else {"groups": groups[idx]}
+            return self.networks[n](images[idx], attributes[idx], return_features=True, **grouped)
+
+        emb, fmap = route_by_group(self.network_of_attribute[attributes], run)
         return (emb, fmap) if return_features else emb
+
+    def head_for_attribute(self, attribute: int) -> nn.Module:
+        return self.networks[int(self.network_of_attribute[attribute])].head_for_attribute(attribute)
 
 
 @register_strategy("mcl_fir_isolated")

@@ -9,6 +9,7 @@ distinct samples with that value. A batch of ``B`` doublets is yielded as one li
 
 from __future__ import annotations
 
+import copy
 from collections import defaultdict
 
 import numpy as np
@@ -25,26 +26,36 @@ class DoubletBatchSampler(Sampler[list[int]]):
                  min_batch_size: int = 2):
         if batch_size < min_batch_size:
             raise ConfigError(f"batch_size must be >= {min_batch_size} doublets (in-batch negatives), got {batch_size}")
-        rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
-        groups: dict[tuple[int, int], list[int]] = defaultdict(list)
-        for i, a, v in zip(rows.tolist(), table.attributes[rows].tolist(), table.values[rows].tolist()):
-            groups[(a, v)].append(i)
-        by_attr: dict[int, list[np.ndarray]] = defaultdict(list)
-        for (a, _v), idx in sorted(groups.items()):
-            if len(idx) >= 2:
-                by_attr[a].append(np.asarray(idx, dtype=np.int64))
-        if not by_attr:
+        self.table = table
+        self.rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.attributes, self.groups = doublet_groups(table, self.rows)
+        if not self.attributes:
             raise ConfigError("no attribute value has two training images; cannot form anchor-positive doublets")
-        self.attributes = sorted(by_attr)
-        self.groups = [by_attr[a] for a in self.attributes]
         self.batch_size = batch_size
         self.num_batches = max(1, num_doublets // batch_size)
         self.seed = seed
+        self.row_group = self.batch_groups = None
+
+    def with_groups(self, row_group: np.ndarray, batch_groups: np.ndarray) -> "DoubletBatchSampler":
+        """The same sampler with every batch ``b`` drawn from the rows of group ``batch_groups[b]``
+        (``row_group`` over dataset indices; data division, see ``cl_fir.engine.data_division``).
+        It yields ``(index, tag)`` pairs: the batch's group, or ``-2`` for a row from outside it
+        (drawn only when the group has no doublet among this sampler's rows)."""
+        grouped = copy.copy(self)
+        grouped.row_group, grouped.batch_groups = np.asarray(row_group), np.asarray(batch_groups)
+        return grouped
+
+    def can_draw(self, row_group: np.ndarray, group: int) -> bool:
+        rows = self.rows[row_group[self.rows] == group]
+        return bool(doublet_groups(self.table, rows)[0])
 
     def __len__(self) -> int:
         return self.num_batches
 
     def __iter__(self):
+        if self.batch_groups is not None:
+            yield from self._grouped_batches()
+            return
         rng = np.random.default_rng(self.seed)
         n = self.num_batches * self.batch_size
         attr_pick = rng.integers(len(self.attributes), size=n)
@@ -59,6 +70,37 @@ class DoubletBatchSampler(Sampler[list[int]]):
         for b in range(self.num_batches):
             yield anchors[b * B:(b + 1) * B].tolist() + positives[b * B:(b + 1) * B].tolist()
 
+    def _grouped_batches(self):
+        rng = np.random.default_rng(self.seed)
+        cache: dict[int, tuple[list[int], list[list[np.ndarray]]]] = {}
+        for b in range(self.num_batches):
+            g = int(self.batch_groups[b])
+            if g not in cache:
+                attributes, groups = doublet_groups(self.table, self.rows[self.row_group[self.rows] == g])
+                cache[g] = (attributes, groups) if attributes else (self.attributes, self.groups)
+            _, groups = cache[g]
+            anchors, positives = [], []
+            for a in rng.integers(len(groups), size=self.batch_size):
+                members = groups[a][rng.integers(len(groups[a]))]
+                i, j = rng.choice(len(members), size=2, replace=False)
+                anchors.append(int(members[i]))
+                positives.append(int(members[j]))
+            yield [(i, g if self.row_group[i] == g else -2) for i in anchors + positives]
+
+
+def doublet_groups(table: SampleTable, rows: np.ndarray) -> tuple[list[int], list[list[np.ndarray]]]:
+    """Attributes with a doublet among ``rows``, and per attribute the row arrays of its values
+    that have at least two rows."""
+    groups: dict[tuple[int, int], list[int]] = defaultdict(list)
+    for i, a, v in zip(rows.tolist(), table.attributes[rows].tolist(), table.values[rows].tolist()):
+        groups[(a, v)].append(i)
+    by_attr: dict[int, list[np.ndarray]] = defaultdict(list)
+    for (a, _v), idx in sorted(groups.items()):
+        if len(idx) >= 2:
+            by_attr[a].append(np.asarray(idx, dtype=np.int64))
+    attributes = sorted(by_attr)
+    return attributes, [by_attr[a] for a in attributes]
+
 
 class MixedDoubletSampler(Sampler[list[int]]):
     """Zip several doublet samplers: each batch holds every sampler's doublets, anchors first.
@@ -68,6 +110,14 @@ class MixedDoubletSampler(Sampler[list[int]]):
 
     def __init__(self, samplers: list[DoubletBatchSampler]):
         self.samplers = samplers
+        self.table = samplers[0].table
+        self.rows = np.unique(np.concatenate([s.rows for s in samplers]))
+
+    def with_groups(self, row_group: np.ndarray, batch_groups: np.ndarray) -> "MixedDoubletSampler":
+        return MixedDoubletSampler([s.with_groups(row_group, batch_groups) for s in self.samplers])
+
+    def can_draw(self, row_group: np.ndarray, group: int) -> bool:
+        return self.samplers[0].can_draw(row_group, group)
 
     def __len__(self) -> int:
         return min(len(s) for s in self.samplers)

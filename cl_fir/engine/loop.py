@@ -22,6 +22,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from cl_fir.config import RunConfig
 from cl_fir.engine.cost import CostMeter
+from cl_fir.engine.data_division import DataDivision
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
@@ -69,7 +70,9 @@ class TrainingLoop:
         self.iteration = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
-        self.mb_x = self.mb_y = self.mb_task = self.mb_output = self.mb_features = self.loss = None
+        self.mb_x = self.mb_y = self.mb_task = self.mb_group = self.mb_output = self.mb_features = self.loss = None
+        #: divides the data into clusters and tags batches with them, for heads that ask (D&C)
+        self.division = DataDivision.for_model(model)
         self.step_in_epoch = 0
         #: called with the loop every ``train.checkpoint_every`` steps and before stopping on a signal
         self.on_checkpoint: Callable[["TrainingLoop"], None] | None = None
@@ -132,6 +135,8 @@ class TrainingLoop:
             skip = start_step if epoch == start_epoch else 0
             torch.manual_seed(self.epoch_seed(epoch, stream=1))   # augmentation, dropout, strategies' draws
             dataset, sampler = self.strategy.training_batches(self, epoch)
+            if self.division is not None:
+                dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
             loader = DataLoader(dataset, batch_sampler=SkipBatches(sampler, skip), num_workers=self.num_workers,
                                 pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
             self.strategy.before_training_epoch(self)
@@ -174,14 +179,16 @@ class TrainingLoop:
         self.cost.record_peak_memory()
 
     def training_step(self, batch) -> float:
-        x, y, task = batch
+        x, y, task, *group = batch
         self.mb_x = self.setup.to_device(x)
         self.mb_y = y.to(self.setup.device, non_blocking=True)
         self.mb_task = task.to(self.setup.device, non_blocking=True)
+        self.mb_group = group[0].to(self.setup.device, non_blocking=True) if group else None
         self.strategy.before_forward(self)
         clear_auxiliary(self.model)
         with self.setup.autocast():
-            self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True)
+            grouped = {} if self.mb_group is None else {"groups": self.mb_group}
+            self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)
@@ -226,6 +233,7 @@ class TrainingLoop:
             "model": self.model.state_dict(),
             "strategy": self.strategy.state_dict(),
             "iteration": self.iteration,
+            "division": self.division.state_dict() if self.division is not None else None,
         }
 
     def position_state(self) -> dict:
@@ -252,3 +260,5 @@ class TrainingLoop:
         self.model.load_state_dict(state["model"])
         self.strategy.load_state_dict(state["strategy"], self)
         self.iteration = int(state["iteration"])
+        if self.division is not None and state.get("division") is not None:
+            self.division.load_state_dict(state["division"])

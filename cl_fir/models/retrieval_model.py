@@ -16,6 +16,7 @@ from cl_fir.config import ModelConfig
 from cl_fir.errors import ConfigError
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.crt_head import CodedResidualHead
+from cl_fir.models.dnc_head import DivideAndConquerHead
 from cl_fir.models.heads import AttributeAttentionHead
 
 
@@ -60,22 +61,30 @@ class RetrievalModel(nn.Module):
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
-    def embed(self, fmap: torch.Tensor, attributes: torch.Tensor) -> torch.Tensor:
-        """Route each sample to the head of its attribute."""
-        if len(self.heads) == 1:
-            return self.heads[0](fmap, attributes)
-        return route_by_group(self.head_of_attribute[attributes],
-                              lambda h, idx: (self.heads[h](fmap[idx], attributes[idx]),))[0]
+    def head_for_attribute(self, attribute: int) -> nn.Module:
+        return self.heads[int(self.head_of_attribute[attribute])]
 
-    def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False):
+    def embed(self, fmap: torch.Tensor, attributes: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
+        """Route each sample to the head of its attribute. ``groups`` (one per sample) go to
+        heads that divide the data (D&C: the sample's cluster); None means the retrieval embedding."""
+        if len(self.heads) == 1:
+            return self.heads[0](fmap, attributes) if groups is None else self.heads[0](fmap, attributes, groups=groups)
+        if groups is None:
+            return route_by_group(self.head_of_attribute[attributes],
+                                  lambda h, idx: (self.heads[h](fmap[idx], attributes[idx]),))[0]
+        return route_by_group(self.head_of_attribute[attributes],
+                              lambda h, idx: (self.heads[h](fmap[idx], attributes[idx], groups=groups[idx]),))[0]
+
+    def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False,
+                groups: torch.Tensor | None = None):
         """Embeddings; with ``return_features`` also the backbone feature map (for distillation)."""
         fmap = self.features(images)
-        emb = self.embed(fmap, attributes)
+        emb = self.embed(fmap, attributes, groups)
         return (emb, fmap) if return_features else emb
 
 
 #: ``model.head`` -> head class; every head maps (feature map, attribute) to an L2-normalised embedding.
-HEADS = {"asen": AttributeAttentionHead, "crt": CodedResidualHead}
+HEADS = {"asen": AttributeAttentionHead, "crt": CodedResidualHead, "dnc": DivideAndConquerHead}
 
 
 def build_head(cfg: ModelConfig, in_channels: int, num_attributes: int) -> nn.Module:
