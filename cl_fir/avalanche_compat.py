@@ -28,6 +28,12 @@ def _avalanche():
     return scenarios, with_classes_timeline, with_task_labels, _make_taskaware_classification_dataset
 
 
+def import_before_distributed_init() -> None:
+    """Import Avalanche before ``init_process_group``: importing it creates default loggers,
+    which raise on ranks other than 0 once a process group exists (reference/avalanche.md 5.2)."""
+    _avalanche()
+
+
 def task_aware_dataset(dataset, task_labels: Sequence[int], train_transform: Callable | None,
                        eval_transform: Callable | None):
     """Wrap a lazy dataset with ``targets`` as an Avalanche task-aware classification dataset.

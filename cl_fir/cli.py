@@ -151,9 +151,13 @@ def run(
 
 
 def _print_run_row(path: Path) -> None:
+    import os
+
     from cl_fir.report.compare import compare, comparison_markdown
     from cl_fir.report.run_dir import load_run
 
+    if int(os.environ.get("RANK", "0")) != 0:   # data-parallel ranks other than 0 print nothing
+        return
     out.print(comparison_markdown(compare([load_run(path)])), highlight=False, markup=False)
 
 

@@ -24,6 +24,7 @@ from cl_fir.data.image_dataset import count_load_failures
 from cl_fir.engine.checkpoint import load_checkpoint, save_checkpoint
 from cl_fir.engine.cost import CostMeter, forward_flops_per_image
 from cl_fir.engine.device import resolve_device
+from cl_fir.engine.distributed import init_from_env
 from cl_fir.engine.loop import TrainingLoop
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
@@ -90,8 +91,15 @@ def execute_run(cfg: RunConfig, overwrite: bool = False, reporter: Reporter | No
     ``stop_after`` stops after that many increments (the run stays resumable).
     """
     spec = load_spec(cfg.scenario)
-    run_dir = RunDirectory.prepare(cfg.output_dir, spec.name, cfg.strategy, cfg.resolved_run_id, overwrite)
-    run_dir.write_config(cfg.to_dict())
+    ctx = init_from_env()
+    if ctx.is_main:
+        run_dir = RunDirectory.prepare(cfg.output_dir, spec.name, cfg.strategy, cfg.resolved_run_id, overwrite)
+        run_dir.write_config(cfg.to_dict())
+    ctx.barrier()
+    if not ctx.is_main:   # other data-parallel ranks: same run, no output
+        run_dir = RunDirectory(RunDirectory.path_for(cfg.output_dir, spec.name, cfg.strategy, cfg.resolved_run_id),
+                               read_only=True)
+        reporter = None
     info = {"status": "running", "scenario": spec.name, "strategy": cfg.strategy, "seed": cfg.seed,
             "run_id": cfg.resolved_run_id, "started": now(), "increments_done": 0}
     return _run(cfg, run_dir, info, reporter or Reporter(enabled=False), None, stop_after)
@@ -134,7 +142,10 @@ def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: i
     and any edit of ``config.json`` since the checkpoint are refused unless ``force``; a
     forced difference is recorded in run.json (``resumed_with_changes``).
     """
-    run_dir = RunDirectory(Path(path))
+    ctx = init_from_env()
+    run_dir = RunDirectory(Path(path), read_only=not ctx.is_main)
+    if not ctx.is_main:
+        reporter = None
     for name in ("config.json", "run.json"):
         if not (run_dir.path / name).is_file():
             raise ConfigError(f"--resume {run_dir.path}: not a cl-fir run directory (missing {name})")
@@ -184,6 +195,9 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     strategy_cls = get_strategy_class(cfg.strategy_source or cfg.strategy)
     strategy = strategy_cls(strategy_cls.parse_options(cfg.strategy_options))
     setup = resolve_device(cfg.device, cfg.precision)
+    ctx = init_from_env()
+    if ctx.enabled and setup.device.type == "cuda":
+        setup.device = torch.device("cuda", ctx.local_rank)
     set_deterministic(cfg.deterministic)
     seed_everything(cfg.seed)
     scenario = Scenario(spec, cfg, reporter.progress_factory(), strict=cfg.strict)
@@ -193,13 +207,15 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
         info["weights"] = [load_local_weights(bb, cfg.model.weights) for bb in _backbones(model)][0]
     model = setup.prepare_model(model)
     flops, head_flops = forward_flops_per_image(model, cfg.transforms.crop, setup, attribute=scenario.tasks[0])
-    cost = CostMeter(setup, flops, head_flops, parameters=sum(p.numel() for p in model.parameters()))
-    return TrainingLoop(cfg, scenario, strategy, model, setup, cost, reporter, on_increment_end)
+    cost = CostMeter(setup, flops, head_flops, parameters=sum(p.numel() for p in model.parameters()),
+                     replicas=ctx.world_size)
+    return TrainingLoop(cfg, scenario, strategy, model, setup, cost, reporter, on_increment_end, dist=ctx)
 
 
 def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, checkpoint: dict | None,
          stop_after: int | None) -> Path:
     spec = load_spec(cfg.scenario)
+    init_from_env().barrier()   # every rank has read the run directory before rank 0 writes to it
     info.update(versions=versions())
     run_dir.write_info(info)
     try:
@@ -212,6 +228,7 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
         loop = build_loop(cfg, reporter, info=info)
         scenario, cost = loop.scenario, loop.cost
         info["device"] = loop.setup.describe()
+        info["distributed"] = loop.dist.describe()
         described = scenario.describe()
         info["tasks"] = described["tasks"]
         info["increments"] = described["increments"]
@@ -257,6 +274,8 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             reporter.log(msg)
 
         def on_checkpoint(loop: TrainingLoop) -> None:
+            if run_dir.read_only:
+                return
             save_checkpoint(run_dir.checkpoint_dir / "step.pt", {
                 "kind": "step", **loop.position_state(), "results": results.state_dict(), "config": cfg.to_dict()})
             info["last_step_checkpoint"] = {"increment": loop.increment.index + 1, "epoch": loop.epoch + 1,

@@ -72,8 +72,11 @@ def forward_flops_per_image(model: torch.nn.Module, crop: int, setup: DeviceSetu
 
 
 class CostMeter:
-    def __init__(self, setup: DeviceSetup, forward_flops: float, head_flops: float = 0.0, parameters: int = 0):
+    def __init__(self, setup: DeviceSetup, forward_flops: float, head_flops: float = 0.0, parameters: int = 0,
+                 replicas: int = 1):
         self.setup = setup
+        #: processes doing the same share of work (data-parallel ranks): counts are per rank x replicas
+        self.replicas = replicas
         self.forward_flops = forward_flops
         self.head_flops = head_flops
         self.parameters = parameters
@@ -98,6 +101,7 @@ class CostMeter:
 
     def add_gradient_pass(self, n: int) -> None:
         """For strategies: ``n`` images forwarded and back-propagated without a step (e.g. Fisher)."""
+        n *= self.replicas
         c = self.current
         c.images_forwarded += n
         c.images_backpropagated += n
@@ -105,11 +109,13 @@ class CostMeter:
 
     def add_forward_only(self, n: int, backbone_only: bool = False) -> None:
         """For strategies: images passed through a teacher or old model without backward."""
+        n *= self.replicas
         self.current.extra_forward_images += n
         self.current.train_flops += (self.forward_flops - (self.head_flops if backbone_only else 0.0)) * n
 
     def add_head_passes(self, n: int, backward: bool = True) -> None:
         """For strategies: extra passes through a head alone (x3 when back-propagated)."""
+        n *= self.replicas
         self.current.extra_head_passes += n
         self.current.train_flops += (3.0 if backward else 1.0) * self.head_flops * n
 

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Sampler
 from cl_fir.config import RunConfig
 from cl_fir.engine.cost import CostMeter
 from cl_fir.engine.data_division import DataDivision
+from cl_fir.engine.distributed import DistributedContext
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
@@ -39,23 +40,28 @@ class RunInterrupted(KeyboardInterrupt):
 
 
 class SkipBatches(Sampler):
-    """A batch sampler without its first ``skip`` batches (they are drawn, not loaded)."""
+    """A batch sampler without its first ``skip`` batches (they are drawn, not loaded); with
+    ``shard``, each batch reduced to this process's part (data-parallel ranks)."""
 
-    def __init__(self, sampler, skip: int):
-        self.sampler, self.skip = sampler, skip
+    def __init__(self, sampler, skip: int, shard: Callable[[list], list] | None = None):
+        self.sampler, self.skip, self.shard = sampler, skip, shard
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
 
     def __iter__(self):
-        return itertools.islice(iter(self.sampler), self.skip, None)
+        batches = itertools.islice(iter(self.sampler), self.skip, None)
+        return batches if self.shard is None else map(self.shard, batches)
 
 
 class TrainingLoop:
     def __init__(self, cfg: RunConfig, scenario: Scenario, strategy: Strategy, model: RetrievalModel,
                  setup: DeviceSetup, cost: CostMeter, reporter: Reporter | None = None,
-                 on_increment_end: Callable[["TrainingLoop", Increment, dict], None] | None = None):
+                 on_increment_end: Callable[["TrainingLoop", Increment, dict], None] | None = None,
+                 dist: DistributedContext | None = None):
         self.cfg = cfg
+        #: data-parallel ranks (one process unless started by torchrun); rank 0 evaluates and writes
+        self.dist = dist or DistributedContext()
         self.scenario = scenario
         self.strategy = strategy
         self.model = model
@@ -100,9 +106,12 @@ class TrainingLoop:
         """
         for inc in self.scenario.increments[start_increment:stop_increment]:
             self.train_increment(inc, resume if resume is not None and resume["increment"] == inc.index else None)
-            results = self.evaluate_increment(inc)
-            if self.on_increment_end is not None:
-                self.on_increment_end(self, inc, results)
+            self.dist.check_in_sync(self.model, f"after increment {inc.index + 1}")
+            if self.dist.is_main:
+                results = self.evaluate_increment(inc)
+                if self.on_increment_end is not None:
+                    self.on_increment_end(self, inc, results)
+            self.dist.barrier()
             self._stop_if_requested()
 
     def request_stop(self, reason: str) -> None:
@@ -137,7 +146,8 @@ class TrainingLoop:
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
-            loader = DataLoader(dataset, batch_sampler=SkipBatches(sampler, skip), num_workers=self.num_workers,
+            shard = self.dist.shard if self.dist.enabled else None
+            loader = DataLoader(dataset, batch_sampler=SkipBatches(sampler, skip, shard), num_workers=self.num_workers,
                                 pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
@@ -159,6 +169,8 @@ class TrainingLoop:
                     steps += 1
                     advance(1, f"loss {loss:.3f}")
                     every = t.checkpoint_every
+                    if self.dist.enabled:   # every rank stops at the same step when one got a signal
+                        self.stop_requested = self.dist.any_flag(self.stop_requested)
                     if self.on_checkpoint is not None and (self.stop_requested or (every and self.iteration % every == 0)):
                         cost.train_seconds += time.perf_counter() - start - wait
                         cost.data_wait_seconds += wait
@@ -189,6 +201,9 @@ class TrainingLoop:
         with self.setup.autocast():
             grouped = {} if self.mb_group is None else {"groups": self.mb_group}
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
+        if self.dist.enabled:   # the strategy's loss sees the whole batch, as in one process
+            self.mb_output = self.dist.gather_pairs(self.mb_output)
+            self.mb_y = self.dist.gather_pairs(self.mb_y)
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)
@@ -205,9 +220,11 @@ class TrainingLoop:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.loss.backward()
+        self.dist.average_gradients(self.model.parameters())
         self.strategy.after_backward(self)
         self.strategy.before_update(self)
         self.optimizer.step()
+        self.dist.broadcast_buffers(self.model)
         self.strategy.after_update(self)
         self.iteration += 1
         self.cost.add_training_step(self.mb_x.shape[0])

@@ -64,12 +64,18 @@ def _produced_nothing(path: Path) -> bool:
 
 
 class RunDirectory:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
         self.path = Path(path)
+        #: data-parallel ranks other than 0 read the run directory but never write to it
+        self.read_only = read_only
+
+    @staticmethod
+    def path_for(root: str | Path, scenario: str, strategy: str, run_id: str) -> Path:
+        return Path(root) / scenario / strategy / run_id
 
     @classmethod
     def prepare(cls, root: str | Path, scenario: str, strategy: str, run_id: str, overwrite: bool) -> "RunDirectory":
-        path = Path(root) / scenario / strategy / run_id
+        path = cls.path_for(root, scenario, strategy, run_id)
         if path.exists():
             if not path.is_dir():
                 raise ConfigError(f"--output-dir: {path} exists and is not a folder")
@@ -91,6 +97,8 @@ class RunDirectory:
 
     def remove_temporaries(self) -> None:
         """Temporary files a killed writer left behind (never a result file: those are renamed into place)."""
+        if self.read_only:
+            return
         for tmp in list(self.path.glob(".*.tmp")) + list(self.checkpoint_dir.glob(".*.tmp")):
             tmp.unlink(missing_ok=True)
 
@@ -99,12 +107,18 @@ class RunDirectory:
         return self.path / "checkpoints"
 
     def write_config(self, config: dict) -> None:
+        if self.read_only:
+            return
         atomic_io.write_json(self.path / "config.json", config)
 
     def write_info(self, info: dict) -> None:
+        if self.read_only:
+            return
         atomic_io.write_json(self.path / "run.json", info)
 
     def write_results(self, info: dict, results: RunResults, cost: dict) -> None:
+        if self.read_only:
+            return
         atomic_io.write_text(self.path / "matrix.csv", matrix_csv(results.matrix(), results.task_names))
         for metric in results.metrics:
             if metric != results.primary:

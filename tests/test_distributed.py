@@ -1,0 +1,105 @@
+"""Data-parallel training with 2 CPU processes (gloo): gradients equal to one process's on
+the same batch, and a torchrun run whose ranks stay identical and match a single-process run."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+import torch.nn.functional as F
+
+from cl_fir.engine.distributed import DistributedContext
+from cl_fir.losses import doublet_infonce
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _model_and_batch():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 4))
+    x = torch.randn(16, 6)                    # 8 doublets: [a_1..a_8, p_1..p_8]
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3] * 2)
+    return model, x, labels
+
+
+def _loss(emb_full, labels_full, emb_local):
+    B = emb_full.shape[0] // 2
+    # full-batch InfoNCE (in-batch negatives from every rank) + a per-sample mean term
+    return doublet_infonce(emb_full[:B], emb_full[B:], labels_full[:B], 0.2) + emb_local.pow(2).mean()
+
+
+def _worker(rank: int, world: int, port: int, out: str):
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        ctx = DistributedContext(rank, world, rank, "gloo")
+        model, x, labels = _model_and_batch()
+        # reference: one process, the whole batch
+        emb = F.normalize(model(x), dim=1)
+        _loss(emb, labels, emb).backward()
+        reference = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        # this rank's share, gathered for the loss, gradients averaged
+        idx = ctx.shard(list(range(16)))
+        local = F.normalize(model(x[idx]), dim=1)
+        full = ctx.gather_pairs(local)
+        torch.testing.assert_close(full, F.normalize(model(x), dim=1))     # same rows, same order
+        _loss(full, ctx.gather_pairs(labels[idx]), local).backward()
+        ctx.average_gradients(model.parameters())
+        for got, want in zip((p.grad for p in model.parameters()), reference):
+            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+        ctx.check_in_sync(model, "in the test")
+        Path(out, f"ok{rank}").write_text("ok")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_sharded_batch_with_gathered_loss_gives_the_single_process_gradient(tmp_path):
+    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()
+
+
+def test_shard_needs_a_batch_that_splits():
+    from cl_fir.errors import ConfigError
+
+    ctx = DistributedContext(1, 2, 1, "gloo")
+    assert ctx.shard(list(range(8))) == [2, 3, 6, 7]
+    with pytest.raises(ConfigError, match="train.batch_size: 3 doublets do not split over 2 processes"):
+        ctx.shard(list(range(6)))
+
+
+def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    args = ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
+            "--set", "train.samples_per_epoch=32", "--set", "transforms.hflip=false"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([sys.executable, "-m", "cl_fir", *args, "--output-dir", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", str(_free_port()),
+                          "-m", "cl_fir", *args, "--output-dir", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.stdout.count("| tiny | finetune |") == 1                  # rank 0 alone reports
+    runs = [tmp_path / d / "tiny" / "finetune" / "seed1" for d in ("one", "two")]
+    info = json.loads((runs[1] / "run.json").read_text())
+    assert info["status"] == "complete" and info["distributed"] == {"world_size": 2, "backend": "gloo"}
+    counts = ("images_forwarded", "optimizer_steps")
+    a, b = (json.loads((r / "cost.json").read_text())["increments"] for r in runs)
+    assert [[c[k] for k in counts] for c in a] == [[c[k] for k in counts] for c in b]
+    m1, m2 = (np.genfromtxt(r / "matrix.csv", delimiter=",", skip_header=1)[:, 1:] for r in runs)
+    # not bit-equal: BatchNorm normalises each rank's half batch; see docs (multi-GPU)
+    assert np.nanmax(np.abs(m1 - m2)) < 10.0 and abs(np.nanmean(m1) - np.nanmean(m2)) < 3.0
