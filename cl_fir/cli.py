@@ -372,19 +372,53 @@ def _parse_seeds(text: str) -> list[int]:
 @guarded
 def bench(
     output: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path("results/bench.json"),
+    only: Annotated[str, typer.Option(help="Comma-separated subset of: map, train, loader.")] = "map,train,loader",
+    backbone: Annotated[str, typer.Option(help="timm backbone for the train benchmark (resnet50 on a GPU).")] = "",
+    image_size: Annotated[int, typer.Option(help="Train benchmark image size (0: 224 on GPU, 112 on CPU).")] = 0,
+    batch_size: Annotated[int, typer.Option(help="Train benchmark doublets per step (0: 128 on GPU, 16 on CPU).")] = 0,
+    steps: Annotated[int, typer.Option(help="Timed optimizer steps per repeat (0: 50 on GPU, 5 on CPU).")] = 0,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32 or bf16.")] = "auto",
 ) -> None:
-    """Benchmarks as ratios against a reference implementation, in one run."""
-    from cl_fir import atomic_io
-    from cl_fir.bench import bench_map
+    """Benchmarks as ratios against a reference implementation, side by side in one run."""
+    import torch
 
-    res = bench_map()
-    out.print(f"MAP@all, FashionAI test size ({res['queries']} queries x {res['candidates']} candidates, "
-              f"{res['dim']}-d, 8 attributes):")
-    out.print(f"  harness (vectorised, chunked) {res['harness_seconds']:.3f} s | per-query NumPy "
-              f"{res['naive_numpy_seconds']:.3f} s | speed-up {res['speedup']:.1f}x | "
-              f"MAP {100 * res['map_harness']:.4f} vs {100 * res['map_naive']:.4f} "
-              f"(max |diff| {res['max_abs_difference']:.2e})", highlight=False)
-    atomic_io.write_json(output, {"benchmarks": [res]})
+    from cl_fir import atomic_io
+    from cl_fir.bench import bench_loader, bench_map, bench_train
+
+    parts = {p.strip() for p in only.split(",") if p.strip()}
+    unknown = parts - {"map", "train", "loader"}
+    if unknown or not parts:
+        raise CLFirError(f"--only: expected a comma-separated subset of map, train, loader, got {only!r}")
+    gpu = torch.cuda.is_available() and device != "cpu"
+    results = []
+    if "map" in parts:
+        res = bench_map()
+        out.print(f"MAP@all, FashionAI test size ({res['queries']} queries x {res['candidates']} candidates, "
+                  f"{res['dim']}-d, 8 attributes):")
+        out.print(f"  harness (vectorised, chunked) {res['harness_seconds']:.3f} s | per-query NumPy "
+                  f"{res['naive_numpy_seconds']:.3f} s | speed-up {res['speedup']:.1f}x | "
+                  f"MAP {100 * res['map_harness']:.4f} vs {100 * res['map_naive']:.4f} "
+                  f"(max |diff| {res['max_abs_difference']:.2e})", highlight=False)
+        results.append(res)
+    if "train" in parts:
+        res = bench_train(backbone or ("resnet50" if gpu else "resnet18"), image_size or (224 if gpu else 112),
+                          batch_size or (128 if gpu else 16), steps or (50 if gpu else 5), device=device,
+                          precision=precision)
+        out.print(f"Training step, {res['backbone']} {res['image_size']} px, {res['images_per_step']} images/step, "
+                  f"{res['precision']} on {res['device']}:")
+        out.print(f"  harness loop {res['harness_images_per_s']:.1f} img/s | bare PyTorch loop "
+                  f"{res['bare_images_per_s']:.1f} img/s | harness overhead {100 * res['harness_overhead']:+.1f}%",
+                  highlight=False)
+        results.append(res)
+    if "loader" in parts:
+        res = bench_loader()
+        out.print(f"Data loader, {res['images']} JPEGs {res['source_size']} px -> train transform {res['crop']} px:")
+        for row in res["rows"]:
+            out.print(f"  {row['decoder']:<11} workers {row['workers']}: {row['images_per_s']:.0f} img/s "
+                      f"({row['images_per_s_per_worker']:.0f} per worker)", highlight=False)
+        results.append(res)
+    atomic_io.write_json(output, {"benchmarks": results})
     err.print(f"wrote {output}")
 
 

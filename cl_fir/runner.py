@@ -206,6 +206,9 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     if cfg.model.weights:
         info["weights"] = [load_local_weights(bb, cfg.model.weights) for bb in _backbones(model)][0]
     model = setup.prepare_model(model)
+    if cfg.train.compile:   # in place: parameter names, checkpoints and copies are unchanged
+        for backbone in _backbones(model):
+            backbone.compile()
     flops, head_flops = forward_flops_per_image(model, cfg.transforms.crop, setup, attribute=scenario.tasks[0])
     cost = CostMeter(setup, flops, head_flops, parameters=sum(p.numel() for p in model.parameters()),
                      replicas=ctx.world_size)

@@ -96,7 +96,7 @@ class Strategy:
         """A fresh optimizer and scheduler per increment (reference code: Adam, StepLR per epoch)."""
         t = loop.cfg.train
         opt = torch.optim.Adam(parameter_groups(self.trainable_parameters(loop), t.lr), lr=t.lr,
-                               weight_decay=t.weight_decay)
+                               weight_decay=t.weight_decay, fused=loop.setup.device.type == "cuda" or None)
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
 
     def criterion(self, loop: "TrainingLoop") -> torch.Tensor:

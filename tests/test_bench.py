@@ -1,0 +1,43 @@
+"""The benchmarks run and report what they claim (timings are never asserted)."""
+
+from __future__ import annotations
+
+import json
+
+from typer.testing import CliRunner
+
+from cl_fir.bench import bench_loader, bench_train, naive_average_precision
+from cl_fir.cli import app
+from cl_fir.evaluation.retrieval import average_precision
+
+
+def test_naive_reference_equals_the_harness_map():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    q, c = rng.normal(size=(7, 4)).astype(np.float32), rng.normal(size=(30, 4)).astype(np.float32)
+    ql, cl = rng.integers(3, size=7), rng.integers(3, size=30)
+    np.testing.assert_allclose(average_precision(q, ql, c, cl), naive_average_precision(q, ql, c, cl), atol=1e-12)
+
+
+def test_train_benchmark_runs_both_loops_on_the_same_model():
+    res = bench_train("test_resnet", image_size=32, batch_size=4, steps=1, repeats=1, device="cpu")
+    assert res["images_per_step"] == 8 and res["harness_images_per_s"] > 0 and res["bare_images_per_s"] > 0
+    assert res["precision"] == "fp32"
+
+
+def test_loader_benchmark_compares_decoders_and_workers():
+    res = bench_loader(images=8, source_size=40, crop=32, workers=(0, 1), batch_size=4)
+    assert {(r["decoder"], r["workers"]) for r in res["rows"]} == {("pil", 0), ("pil", 1), ("torchvision", 0),
+                                                                    ("torchvision", 1)}
+
+
+def test_bench_cli_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(app, ["bench", "--only", "train", "--backbone", "test_resnet", "--image-size", "32",
+                                   "--batch-size", "4", "--steps", "1", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert "harness overhead" in res.output
+    assert json.loads(out.read_text())["benchmarks"][0]["name"] == "train_step_throughput"
+    res = CliRunner().invoke(app, ["bench", "--only", "gpu"])
+    assert res.exit_code != 0 and "--only" in res.output
