@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -93,3 +95,64 @@ def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, alpha:
     neg_term = torch.log1p(torch.where(keep_neg, torch.exp(beta * (sim - base)), 0.0).sum(dim=1)) / beta
     valid = keep_pos.any(dim=1) & keep_neg.any(dim=1)
     return torch.where(valid, pos_term + neg_term, 0.0).sum() / n
+
+
+# ---------------------------------------------------------------- uncertainty regularisation
+# Multi-grained uncertainty regularisation for composed image retrieval (Chen et al.,
+# paper 003; reference/dml_methods.md 3.2-3.3), loss side only, usable with any pairing
+# of a query embedding f_s and a target embedding f_t.
+
+
+def augment_target_features(f_t: torch.Tensor, alpha_scale: float = 1.0, beta_scale: float = 1.0,
+                            noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """The released code's ``NormalAugmenter``, per row i of ``f_t`` (B, D):
+    ``fbar_i = (f_i - mean_i) / sqrt(var_i + 1e-5)`` (biased variance, gradient flows),
+    ``alpha_i ~ N(1, sd_i)`` and ``beta_i ~ N(mean_i, sd_i)`` per element, drawn without
+    gradient (``sd_i`` the unbiased std of the row) and scaled by ``alpha_scale`` /
+    ``beta_scale``; returns ``alpha * fbar + beta`` (not re-normalised).
+    ``noise`` = two standard-normal tensors shaped like ``f_t`` (drawn when None)."""
+    f = f_t.float()
+    mean = f.mean(dim=1, keepdim=True)
+    fbar = (f - mean) / torch.sqrt(f.var(dim=1, unbiased=False, keepdim=True) + 1e-5)
+    with torch.no_grad():
+        sd = f.std(dim=1, keepdim=True)
+        eps_a, eps_b = noise if noise is not None else (torch.randn_like(f), torch.randn_like(f))
+        alpha = alpha_scale * (1.0 + sd * eps_a)
+        beta = beta_scale * (mean + sd * eps_b)
+    return alpha * fbar + beta
+
+
+def batch_classification_loss(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy of ``queries @ targets.T`` against the diagonal (InfoNCE with the raw dot
+    product as logit, the MGUR code's ``batch_based_classification_loss``)."""
+    logits = queries.float() @ targets.float().t()
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+
+
+def uncertainty_gamma(epoch: int, total_epochs: int, gamma0: float = 1.0) -> float:
+    """``exp(-gamma0 * epoch / total_epochs)``: 1 in the first epoch (epochs counted from 0)."""
+    return math.exp(-gamma0 * epoch / max(total_epochs, 1))
+
+
+def uncertainty_regularised_loss(f_s: torch.Tensor, f_t: torch.Tensor, gamma: float, form: str = "code",
+                                 alpha_scale: float = 1.0, beta_scale: float = 1.0,
+                                 noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``gamma * L_u + (1 - gamma) * L_info`` with ``L_info = CE(f_s, f_t)`` and, on the
+    augmented targets ``fhat``:
+
+    * ``form = "code"`` (default, the released code): ``s = std(fhat)`` over all B*D entries
+      (with gradient) read as a log-variance, ``L_u = (exp(-s) * CE(f_s, fhat) + s) / 2``;
+    * ``form = "paper"`` (eq. 7 literally): ``sigma = std(f_t)``,
+      ``L_u = CE(f_s, fhat) / (2 sigma^2) + log(sigma^2) / 2``.
+    """
+    if form not in ("code", "paper"):
+        raise ValueError(f"uncertainty loss form must be 'code' or 'paper', got {form!r}")
+    fhat = augment_target_features(f_t, alpha_scale, beta_scale, noise)
+    ce_u = batch_classification_loss(f_s, fhat)
+    if form == "code":
+        s = fhat.std()
+        l_u = 0.5 * (torch.exp(-s) * ce_u + s)
+    else:
+        var = f_t.float().var()
+        l_u = ce_u / (2 * var) + 0.5 * torch.log(var)
+    return gamma * l_u + (1.0 - gamma) * batch_classification_loss(f_s, f_t)
