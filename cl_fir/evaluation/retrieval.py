@@ -85,3 +85,43 @@ def average_precision(query_emb, query_labels, cand_emb, cand_labels, k: int | N
 def recall_at_k(query_emb, query_labels, cand_emb, cand_labels, ks: Iterable[int]) -> dict[int, np.ndarray]:
     """Per-query hit (0 or 1) at each K."""
     return retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks=(), recall_ks=tuple(ks))["recall"]
+
+
+def composed_recall_at_k(query_emb, gallery_emb, targets: Sequence[Sequence[int]], excluded: Sequence[int | None],
+                         ks: Iterable[int], chunk_elements: int = DEFAULT_CHUNK_ELEMENTS) -> dict[int, np.ndarray]:
+    """Per-query hit (0 or 1) at each K for composed retrieval: query i is correct at K when
+    any gallery index in ``targets[i]`` (one target, or every image with the target's caption
+    for Fashion200k) ranks in the top K, after removing gallery item ``excluded[i]`` (the
+    reference image, when it is in the gallery) from its ranking. Ranking by dot product,
+    ties broken by gallery order; a query with no target scores 0."""
+    q = _as_tensor(query_emb).float()
+    g = _as_tensor(gallery_emb, device=q.device).float()
+    if q.ndim != 2 or g.ndim != 2 or q.shape[1] != g.shape[1]:
+        raise ValueError(f"embeddings must be 2-D with equal width, got {tuple(q.shape)} and {tuple(g.shape)}")
+    if len(targets) != q.shape[0] or len(excluded) != q.shape[0]:
+        raise ValueError("one target list and one excluded index per query are required")
+    ks = tuple(ks)
+    out = {k: np.zeros(q.shape[0], dtype=np.float64) for k in ks}
+    n_g = g.shape[0]
+    if n_g == 0 or not ks:
+        return out
+    rows = max(1, chunk_elements // n_g)
+    for start in range(0, q.shape[0], rows):
+        stop = min(q.shape[0], start + rows)
+        sims = q[start:stop] @ g.t()
+        for r, i in enumerate(range(start, stop)):
+            if excluded[i] is not None:
+                sims[r, excluded[i]] = float("-inf")
+        order = torch.sort(-sims, dim=1, stable=True).indices
+        relevant = torch.zeros_like(sims, dtype=torch.bool)
+        for r, i in enumerate(range(start, stop)):
+            if len(targets[i]):
+                relevant[r, torch.as_tensor(list(targets[i]), device=q.device)] = True
+        for r, i in enumerate(range(start, stop)):
+            if excluded[i] is not None:
+                relevant[r, excluded[i]] = False
+        ranked = torch.gather(relevant, 1, order)
+        first_hit = torch.where(ranked.any(dim=1), ranked.float().argmax(dim=1), torch.full_like(order[:, 0], n_g))
+        for k in ks:
+            out[k][start:stop] = (first_hit < k).cpu().numpy().astype(np.float64)
+    return out

@@ -1,0 +1,41 @@
+"""Vocabulary, GRU text encoder and TIRG compositor."""
+
+from __future__ import annotations
+
+import torch
+
+from cl_fir.models.compositor import TIRGCompositor
+from cl_fir.models.text_encoder import UNK, GRUTextEncoder, Vocabulary, tokenize
+
+
+def test_vocabulary_orders_by_frequency_and_encodes_with_padding():
+    vocab = Vocabulary.build(["Make it red.", "make it blue", "same but with long sleeves"], min_count=1)
+    assert vocab.words[:4] == ["<pad>", "<unk>", "it", "make"]
+    assert tokenize("Is shorter, and RED!") == ["is", "shorter", ",", "and", "red", "!"]
+    tokens, lengths = vocab.encode(["make it red", "purple", ""])
+    assert lengths.tolist() == [3, 1, 1] and tokens.shape == (3, 3)
+    assert tokens[1].tolist() == [UNK, 0, 0] and tokens[2, 0] == UNK
+    again = Vocabulary.from_state_dict(vocab.state_dict())
+    assert again.words == vocab.words
+    assert Vocabulary.build(["a a b"], min_count=2).words == ["<pad>", "<unk>", "a"]
+
+
+def test_gru_encoder_ignores_padding():
+    torch.manual_seed(0)
+    vocab = Vocabulary.build(["make it red", "with long sleeves please"])
+    enc = GRUTextEncoder(len(vocab), out_dim=5, word_dim=4, hidden_dim=6).eval()
+    alone = enc(*vocab.encode(["make it red"]))
+    batched = enc(*vocab.encode(["make it red", "with long sleeves please"]))
+    torch.testing.assert_close(batched[0], alone[0], rtol=1e-5, atol=1e-6)
+    assert batched.shape == (2, 5)
+
+
+def test_tirg_is_gate_times_image_plus_residual():
+    torch.manual_seed(1)
+    comp = TIRGCompositor(4, 3).eval()
+    x, t = torch.randn(2, 4), torch.randn(2, 3)
+    z = torch.cat([x, t], 1)
+    gate = torch.sigmoid(comp.gate(z))
+    expected = comp.weights[0] * gate * x + comp.weights[1] * comp.residual(z)
+    torch.testing.assert_close(comp(x, t), expected)
+    assert comp.weights.tolist() == [1.0, 10.0]
