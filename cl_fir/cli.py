@@ -238,7 +238,8 @@ app.add_typer(data_app, name="data")
 @data_app.command("verify")
 @guarded
 def data_verify(
-    name: Annotated[str, typer.Argument(help="fashionai, darn, deepfashion, zappos50k, or a scenario name "
+    name: Annotated[str, typer.Argument(help="fashionai, darn, deepfashion, zappos50k, fashioniq, shoes, "
+                                             "fashion200k, or a scenario name "
                                              "(checks every dataset it reads).")],
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
     quick: Annotated[bool, typer.Option(help="Only read image headers instead of decoding every image.")] = False,

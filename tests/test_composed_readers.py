@@ -127,3 +127,30 @@ def test_fashion200k_queries_texts_and_caption_equal_positives(tmp_path):
     (root / "labels" / "dress_test_detect_all.txt").write_text("women/x.jpeg\tnot-a-score\tdress\n")
     with pytest.raises(DataFormatError, match=r"dress_test_detect_all\.txt:1: detection score 'not-a-score'"):
         read_fashion200k(root, "test", categories=("dress",))
+
+
+def test_data_verify_on_fashioniq_reports_usable_categories_and_bad_images(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from cl_fir.cli import app
+
+    root = _fashioniq(tmp_path / "data" / "fashionIQ", shared=("B0X",))
+    for cat in ("dress", "shirt", "toptee"):
+        for part in ("split", "cap"):
+            src = root / ("image_splits" if part == "split" else "captions") / f"{part}.{cat}.val.json"
+            src.with_name(src.name.replace(".val.", ".train.")).write_text(src.read_text())
+    keys = {k for f in (root / "image_splits").glob("*.json") for k in json.loads(f.read_text())}
+    for k in keys:
+        Image.new("RGB", (8, 8), (200, 10, 10)).save(root / "images" / f"{k}.jpg")
+    (root / "images" / "B0D3.jpg").write_bytes(b"not an image")
+    res = CliRunner().invoke(app, ["data", "verify", "fashioniq", "--data-root", str(tmp_path / "data"),
+                                   "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 0, res.output
+    assert "captions/cap.dress.val.json" in res.output and "DIFFERS from 2,017" in res.output
+    assert "1 bad" in res.output and "val queries" in res.output
+    assert "USABLE" in res.output
+    (root / "captions" / "cap.shirt.val.json").write_text("[]")
+    res = CliRunner().invoke(app, ["data", "verify", "fashioniq", "--data-root", str(tmp_path / "data"),
+                                   "--cache-dir", str(tmp_path / "cache")])
+    assert res.exit_code == 1 and "category 'shirt' has no usable val queries" in res.output

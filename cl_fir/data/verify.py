@@ -38,6 +38,16 @@ EXPECTED_LINES = {
                     "query_valid.txt": 5_525, "candidate_valid.txt": 22_100,
                     "query_test.txt": 5_525, "candidate_test.txt": 22_100},
     "Zappos50k": {"filenames.json": 50_025},
+    # composed retrieval (reference/datasets.md 6.3, 7.3, 8.2): JSON files count entries
+    "FashionIQ": {**{f"captions/cap.{c}.{s}.json": n for c, counts in
+                     {"dress": (5_985, 2_017, 2_024), "shirt": (5_988, 2_038, 2_038),
+                      "toptee": (6_027, 1_961, 2_056)}.items() for s, n in zip(("train", "val", "test"), counts)},
+                  **{f"image_splits/split.{c}.{s}.json": n for c, counts in
+                     {"dress": (11_452, 3_817, 3_818), "shirt": (19_036, 6_346, 6_346),
+                      "toptee": (16_121, 5_373, 5_374)}.items() for s, n in zip(("train", "val", "test"), counts)}},
+    "Shoes": {"relative_captions_shoes.json": 10_751, "train_im_names.txt": 10_000, "eval_im_names.txt": 4_658},
+    "Fashion200k": {"labels/*_train_detect_all.txt (all)": 172_049, "labels/*_test_detect_all.txt (all)": 29_789,
+                    "test_queries.txt": 33_480},
 }
 
 #: Names accepted by ``cl-fir data verify`` (case-insensitive) -> (reader, dataset key).
@@ -47,7 +57,14 @@ DATASETS = {
     "deepfashion": ("asen-meta", "DeepFashion"),
     "zappos50k": ("zappos", "Zappos50k"),
     "zappos": ("zappos", "Zappos50k"),
+    "fashioniq": ("composed", "FashionIQ"),
+    "shoes": ("composed", "Shoes"),
+    "fashion200k": ("composed", "Fashion200k"),
 }
+
+#: composed datasets: folder under the data root, and the (train, evaluation) splits a run reads
+COMPOSED = {"FashionIQ": ("fashionIQ", ("train", "val")), "Shoes": ("shoes", ("train", "eval")),
+            "Fashion200k": ("fashion200k", ("train", "test"))}
 
 
 @dataclass
@@ -106,14 +123,16 @@ def resolve_names(name: str) -> list[tuple[str, str]]:
             keys = spec.dataset.get("keys") or [spec.dataset.get("key")]
             return [("asen-meta", k) for k in keys]
         raise ConfigError(f"scenario {name!r} uses the {reader!r} reader, which generates its data; nothing to verify")
-    raise ConfigError(f"unknown dataset {name!r}; expected one of fashionai, darn, deepfashion, zappos50k "
-                      f"or a scenario name")
+    raise ConfigError(f"unknown dataset {name!r}; expected one of fashionai, darn, deepfashion, zappos50k, "
+                      f"fashioniq, shoes, fashion200k or a scenario name")
 
 
 def verify(reader: str, key: str, data_root: str | Path, level: str = "decode", cache_dir: Path | None = None,
            progress_factory=None) -> VerifyReport:
     if reader == "zappos":
         return _verify_zappos(Path(data_root), key, level, cache_dir, progress_factory)
+    if reader == "composed":
+        return _verify_composed(Path(data_root), key, level, cache_dir, progress_factory)
     return _verify_asen(Path(data_root), key, level, cache_dir, progress_factory)
 
 
@@ -240,10 +259,78 @@ def _verify_zappos(root: Path, key: str, level, cache_dir, progress_factory) -> 
     return report
 
 
+def _json_entries(path: Path) -> int | None:
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return len(data) if isinstance(data, list) else None
+
+
+def _read_composed(key: str, folder: Path, split: str, log: ProblemLog):
+    from cl_fir.data.composed import read_fashion200k, read_fashioniq, read_shoes
+
+    reader = {"FashionIQ": read_fashioniq, "Shoes": read_shoes, "Fashion200k": read_fashion200k}[key]
+    return reader(folder, split, problems=log)
+
+
+def _verify_composed(root: Path, key: str, level, cache_dir, progress_factory) -> VerifyReport:
+    folder_name, splits = COMPOSED[key]
+    folder = root / folder_name
+    report = VerifyReport(key, str(folder), level)
+    log = report.problems
+    if not folder.is_dir():
+        report.unusable.append(f"{folder} is not a folder (expected the {key} layout, reference/datasets.md)")
+        return report
+    for name, expected in EXPECTED_LINES[key].items():
+        if "*" in name:
+            files = sorted(folder.glob(name.split(" ")[0]))
+            lines = sum(_count(f) or 0 for f in files) if files else None
+        elif name.endswith(".json"):
+            lines = _json_entries(folder / name)
+        else:
+            lines = _count(folder / name)
+        report.files.append(FileCount(name, lines, expected))
+    data = {split: _read_composed(key, folder, split, log) for split in splits}
+    if log.errors:
+        kinds = ", ".join(f"{n} {k}" for k, n in log.counts("error").items())
+        report.unusable.append(f"files have errors ({kinds})")
+    keys = sorted({k for d in data.values() for k in d.image_path})
+    paths = [data[splits[0]].image_path.get(k) or data[splits[1]].image_path[k] for k in keys]
+    bad_idx = _check(report, paths, cache_dir, progress_factory)
+    bad = {keys[i] for i in bad_idx}
+    rows: dict[str, dict] = {}
+    for split, d in data.items():
+        usable = [q for q in d.queries if q.reference not in bad and q.targets and not set(q.targets) & bad]
+        report.skipped[f"{split} queries"] = len(d.queries) - len(usable)
+        for q in usable:
+            row = rows.setdefault(q.category, {"attribute": q.category, **{f"queries_{s}": 0 for s in splits},
+                                               "gallery": 0})
+            row[f"queries_{split}"] += 1
+        if split == splits[1]:
+            for cat, gallery in d.galleries.items():
+                for row in rows.values():
+                    if cat in ("*", row["attribute"]):
+                        row["gallery"] = len([k for k in gallery if k not in bad])
+        for name, n in d.counts.items():
+            if n:
+                report.notes.append(f"{split}: {n} {name.replace('_', ' ')}")
+    for row in rows.values():
+        for split in splits:
+            if row[f"queries_{split}"] == 0:
+                report.unusable.append(f"category {row['attribute']!r} has no usable {split} queries")
+    report.tasks = [rows[c] for c in sorted(rows)]
+    if not rows:
+        report.unusable.append("no usable queries")
+    return report
+
+
 def report_text(report: VerifyReport, max_listed: int = 10) -> str:
     """The human-readable report printed by ``cl-fir data verify``."""
     out = [f"{report.dataset}: {report.folder}"]
-    out.append("files (non-empty lines vs the published split):")
+    out.append("files (non-empty lines, or JSON list entries, vs the published split):")
     for f in report.files:
         if f.lines is None:
             status = "MISSING"
@@ -269,7 +356,7 @@ def report_text(report: VerifyReport, max_listed: int = 10) -> str:
     out.append("a run would skip: " + (", ".join(f"{n:,} {k}" for k, n in report.skipped.items() if n) or "nothing"))
     if report.tasks:
         keys = [k for k in report.tasks[0] if k != "attribute"]
-        out.append("per attribute (usable): " + ", ".join(keys))
+        out.append("per task (usable): " + ", ".join(keys))
         for row in report.tasks:
             out.append(f"  {row['attribute']:<22} " + " ".join(f"{row[k]:>7}" for k in keys))
     out += [f"note: {n}" for n in report.notes]
