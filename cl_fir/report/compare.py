@@ -57,8 +57,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 #: Settings that identify a run (or where it lives) rather than define the experiment.
 RUN_IDENTITY = ("seed", "run_id", "output_dir", "data_root", "cache_dir", "scenario", "strict", "deterministic")
-#: Flattened settings that change how a run is kept, not what it computes.
-BOOKKEEPING = ("train.checkpoint_every",)
+#: Flattened settings that change how a run is kept or executed, not what it computes.
+BOOKKEEPING = ("train.checkpoint_every", "train.compile")
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict[str, object]:
