@@ -50,6 +50,7 @@ class EvalConfig:
     map_k: int = 100                        # MAP@k besides MAP@all (ASEN convention: divide by all relevant)
     recall_ks: list[int] = field(default_factory=lambda: [1, 10, 100])
     embedding_stats: bool = True            # also MAP@R, NMI, embedding space density, spectral decay
+    modc_metrics: bool = True               # also MODC's MAP@k (divided by hits in the top k) and recall@k (share of R)
 
 
 @dataclass

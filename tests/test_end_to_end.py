@@ -51,9 +51,9 @@ def test_matrix_shape_and_values(runs):
     assert ((run.matrix[np.isfinite(run.matrix)] >= 0) & (run.matrix[np.isfinite(run.matrix)] <= 100)).all()
     lines = (paths["finetune"] / "metrics.csv").read_text().splitlines()
     assert lines[0] == "increment,task,metric,value"
-    # 2 tasks after increment 1 + 4 after increment 2; map_all, map@10, recall@1, recall@5, and the
-    # embedding statistics map@r, nmi, esd, rho@1, rho@2
-    assert len(lines) - 1 == (2 + 4) * 9
+    # 2 tasks after increment 1 + 4 after increment 2; map_all, map@10, recall@1, recall@5, MODC's
+    # modc_map@10 and modc_recall@10, and the embedding statistics map@r, nmi, esd, rho@1, rho@2
+    assert len(lines) - 1 == (2 + 4) * 11
     summary = (paths["finetune"] / "summary.md").read_text()
     d = matrix_metrics.summarise(run.matrix, run.task_increment, weights=run.num_queries)
     assert f"{d['avg_incremental']:.2f}" in summary

@@ -127,3 +127,33 @@ def test_rejects_mismatched_shapes():
         average_precision(np.zeros((2, 3)), [0, 1], np.zeros((4, 5)), [0, 1, 0, 1])
     with pytest.raises(ValueError):
         average_precision(np.zeros((2, 3)), [0], np.zeros((4, 3)), [0, 1, 0, 1])
+
+
+def _modc_oracle(q, ql, c, cl, k):
+    """MODC's conventions by hand: AP@k over hits found in the top k; recall = found / R."""
+    aps, recs = [], []
+    for i in range(len(q)):
+        scores = sorted(((-float(q[i] @ c[j]), j) for j in range(len(c))))
+        rel = [int(cl[j] == ql[i]) for _, j in scores]
+        R = sum(rel)
+        found, total = 0, 0.0
+        for rank, r in enumerate(rel[:k], start=1):
+            if r:
+                found += 1
+                total += found / rank
+        aps.append(total / found if found else 0.0)
+        recs.append(found / R if R else 0.0)
+    return np.array(aps), np.array(recs)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_modc_map_and_recall_at_k_match_an_oracle(seed):
+    rng = np.random.default_rng(seed)
+    q = rng.integers(-2, 3, size=(9, 3)).astype(np.float32)
+    c = rng.integers(-2, 3, size=(25, 3)).astype(np.float32)
+    ql, cl = rng.integers(4, size=9), rng.integers(5, size=25)      # value 4: never a query's value
+    for k in (1, 5, 30):
+        got = retrieval_scores(q, ql, c, cl, ap_ks=(), modc_ks=(k,), chunk_elements=50)
+        ap, rec = _modc_oracle(q, ql, c, cl, k)
+        np.testing.assert_allclose(got["modc_ap"][k], ap, atol=1e-12)
+        np.testing.assert_allclose(got["modc_recall"][k], rec, atol=1e-12)

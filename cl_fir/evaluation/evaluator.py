@@ -36,6 +36,8 @@ def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
     if protocol == "triplet":
         return ["triplet_acc"]
     names = ["map_all", f"map@{cfg.map_k}", *[f"recall@{k}" for k in cfg.recall_ks]]
+    if cfg.modc_metrics:
+        names += [f"modc_map@{cfg.map_k}", f"modc_recall@{cfg.map_k}"]
     return names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
 
 
@@ -92,10 +94,13 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
             images += q.shape[0] + c.shape[0]
             scores = retrieval_scores(q, task.queries.class_ids, c, task.candidates.class_ids,
                                       ap_ks=(None, cfg.map_k), recall_ks=tuple(cfg.recall_ks),
-                                      ap_at_r=cfg.embedding_stats)
+                                      ap_at_r=cfg.embedding_stats, modc_ks=(cfg.map_k,) if cfg.modc_metrics else ())
             row = {"map_all": 100.0 * float(scores["ap"][None].mean()),
                    f"map@{cfg.map_k}": 100.0 * float(scores["ap"][cfg.map_k].mean())}
             row.update({f"recall@{k}": 100.0 * float(scores["recall"][k].mean()) for k in cfg.recall_ks})
+            if cfg.modc_metrics:
+                row[f"modc_map@{cfg.map_k}"] = 100.0 * float(scores["modc_ap"][cfg.map_k].mean())
+                row[f"modc_recall@{cfg.map_k}"] = 100.0 * float(scores["modc_recall"][cfg.map_k].mean())
             if cfg.embedding_stats:
                 row.update(_embedding_stats(q, c, task, scores["ap@r"]))
             results[task.attribute] = row

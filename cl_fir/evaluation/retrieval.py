@@ -11,6 +11,9 @@ candidate order (a stable sort), so results are deterministic.
   metric-learning hit rate).
 * **AP@R** (MAP@R, Musgrave et al. 2020): with R the number of relevant candidates, the
   sum of precision@i over relevant positions i <= R, divided by R.
+* **MODC's conventions** (``reference/modc_asenpp.md`` 1.6, inferred from its tables):
+  AP@k divided by the number of relevant candidates *found in the top k* (0 when none),
+  and recall@k as the share of the query's R relevant candidates found in the top k.
 """
 
 from __future__ import annotations
@@ -31,11 +34,12 @@ def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
 
 def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequence[int | None] = (None,),
                      recall_ks: Sequence[int] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                     ap_at_r: bool = False) -> dict:
+                     ap_at_r: bool = False, modc_ks: Sequence[int] = ()) -> dict:
     """Per-query scores in one ranking pass.
 
     Returns ``{"ap": {k: array}, "recall": {k: array}}`` with one value per query
-    (``k=None`` is AP over the full list, MAP@all), and ``"ap@r"`` when ``ap_at_r``.
+    (``k=None`` is AP over the full list, MAP@all), ``"ap@r"`` when ``ap_at_r``, and
+    ``"modc_ap"`` / ``"modc_recall"`` (``{k: array}``) for ``modc_ks``.
     """
     q = _as_tensor(query_emb)
     device = q.device
@@ -51,7 +55,10 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
     ap_out = {k: np.zeros(n_q, dtype=np.float64) for k in ap_ks}
     rec_out = {k: np.zeros(n_q, dtype=np.float64) for k in recall_ks}
     at_r = np.zeros(n_q, dtype=np.float64)
-    result = {"ap": ap_out, "recall": rec_out, **({"ap@r": at_r} if ap_at_r else {})}
+    modc_ap = {k: np.zeros(n_q, dtype=np.float64) for k in modc_ks}
+    modc_rec = {k: np.zeros(n_q, dtype=np.float64) for k in modc_ks}
+    result = {"ap": ap_out, "recall": rec_out, **({"ap@r": at_r} if ap_at_r else {}),
+              **({"modc_ap": modc_ap, "modc_recall": modc_rec} if modc_ks else {})}
     if n_q == 0 or n_c == 0:
         return result
     ranks = torch.arange(1, n_c + 1, device=device, dtype=torch.float64)
@@ -74,6 +81,10 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
         if ap_at_r:
             within_r = ranks[None, :] <= n_rel[:, None]
             at_r[start:stop] = ((prec_at_rel * within_r).sum(dim=1) / denom).cpu().numpy()
+        for k in modc_ks:
+            found = hits[:, min(k, n_c) - 1]
+            modc_ap[k][start:stop] = (prec_at_rel[:, :k].sum(dim=1) / found.clamp(min=1)).cpu().numpy()
+            modc_rec[k][start:stop] = (found / denom).cpu().numpy()
     return result
 
 
