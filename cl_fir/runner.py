@@ -238,6 +238,13 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
         info["data_root"] = described["data_root"]
         info["protocol"] = described["protocol"]
         info["data"] = described["data"]
+        info["label_fraction"] = described["label_fraction"]
+        if scenario.label_fraction < 1:
+            uses = getattr(loop.strategy, "uses_unlabelled", False)
+            info["unlabelled_used"] = uses
+            reporter.log(f"label_fraction {100 * scenario.label_fraction:g}%: {cfg.strategy} "
+                         + ("also trains on the unlabelled images" if uses else
+                            "trains on the labelled rows only (it does not use unlabelled images)"))
         info["parameters"] = cost.parameters
         failures = run_dir.path / "load_failures.txt"
         scenario.log_load_failures_to(failures)

@@ -52,6 +52,7 @@ from cl_fir.data.problems import ProblemLog
 from cl_fir.data.synthfashion import SynthFashionConfig, default_cache_dir, ensure_synthfashion
 from cl_fir.data.transforms import build_transforms
 from cl_fir.data.zappos import DEFAULT_KEY as ZAPPOS_KEY
+from cl_fir.data.label_fraction import hide_values, labelled_mask
 from cl_fir.data.zappos import TripletTable, ZapposDataset
 from cl_fir.errors import ConfigError, DataFormatError
 
@@ -78,9 +79,10 @@ def available_scenarios() -> dict[str, Path]:
     return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".toml")}
 
 
-def load_spec(name_or_path: str) -> ScenarioSpec:
-    """Load a shipped scenario by name, or any scenario TOML file by path."""
+def _scenario_path(name_or_path: str, relative_to: Path | None = None) -> Path:
     path = Path(name_or_path)
+    if relative_to is not None and not path.is_absolute() and (relative_to.parent / path).is_file():
+        return relative_to.parent / path
     if not (name_or_path.endswith(".toml") or path.is_file()):
         shipped = available_scenarios()
         if name_or_path not in shipped:
@@ -91,10 +93,46 @@ def load_spec(name_or_path: str) -> ScenarioSpec:
         path = shipped[name_or_path]
     if not path.is_file():
         raise ConfigError(f"{path}: scenario file does not exist")
+    return path
+
+
+def _read_scenario_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The file's tables; with ``extends = "<scenario or path>"``, merged over that scenario's
+    (tables merged key by key, this file winning)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    base_name = raw.pop("extends", None)
+    if base_name is None:
+        return raw
+    if not isinstance(base_name, str):
+        raise ConfigError(f"{path}: extends must be a scenario name or a path, got {base_name!r}")
+    base_path = _scenario_path(base_name, path)
+    if base_path.resolve() in seen:
+        raise ConfigError(f"{path}: extends {base_name!r} makes a cycle")
+    merged = _read_scenario_toml(base_path, (*seen, path.resolve()))
+    merged.pop("description", None)
+    for key, value in raw.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge_tables(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _merge_tables(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merge_tables(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out
+
+
+def load_spec(name_or_path: str) -> ScenarioSpec:
+    """Load a shipped scenario by name, or any scenario TOML file by path."""
+    path = _scenario_path(name_or_path)
+    raw = _read_scenario_toml(path)
     unknown = set(raw) - _TOP_KEYS
     if unknown:
         raise ConfigError(f"{path}: unknown key(s) {', '.join(sorted(unknown))}; expected {', '.join(sorted(_TOP_KEYS))}")
@@ -130,6 +168,8 @@ class Increment:
     index: int
     attributes: tuple[int, ...]
     train_table: SampleTable
+    #: training rows whose value is hidden (``[increments] label_fraction`` < 1); values are -1
+    unlabelled_table: SampleTable | None = None
 
 
 @dataclass
@@ -218,16 +258,22 @@ class Scenario:
         self._skipped("train", n_train - len(train_all))
 
         train_tf, eval_tf = build_transforms(cfg.transforms)
+        self.cfg_transforms = cfg.transforms
         self.image_datasets: list[SampleImageDataset] = []
         self.increments: list[Increment] = []
         train_sets = []
+        self.label_fraction, label_seed = _label_fraction(spec, self.protocol)
         for i, attrs in enumerate(groups):
             table = train_all.for_attributes(attrs)
             missing = [self.meta.names[a] for a in attrs if not np.any(table.attributes == a)]
             if missing:
                 raise ConfigError(f"{spec.path}: increment {i + 1} attribute(s) {', '.join(missing)} have no "
                                   f"training samples")
-            self.increments.append(Increment(i, tuple(attrs), table))
+            unlabelled = None
+            if self.label_fraction < 1.0:
+                labelled = labelled_mask(table, self.label_fraction, label_seed)
+                table, unlabelled = table.subset(labelled), hide_values(table.subset(~labelled))
+            self.increments.append(Increment(i, tuple(attrs), table, unlabelled))
             raw = self._dataset(train_paths, table)
             train_sets.append(avalanche_compat.task_aware_dataset(raw, raw.task_labels, train_tf, eval_tf))
 
@@ -312,6 +358,16 @@ class Scenario:
         table = SampleTable.concat([self.increments[i].train_table for i in increment_indices])
         return (datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)), table
 
+    def unlabelled_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
+        """The train-transformed unlabelled images of the given increments and their table
+        (values hidden as -1); for strategies with ``uses_unlabelled``."""
+        tables = [self.increments[i].unlabelled_table for i in increment_indices]
+        if any(t is None for t in tables):
+            raise ConfigError(f"scenario {self.name} has no unlabelled data (set [increments] label_fraction < 1)")
+        table = SampleTable.concat(tables)
+        train_tf, _ = build_transforms(self.cfg_transforms)
+        return self._dataset(self.source.image_paths("train"), table, train_tf), table
+
     def dataset_of_task(self, attribute: int) -> str:
         """The dataset an attribute comes from (several only in cross-dataset scenarios)."""
         of = getattr(self.source, "dataset_of_attribute", None)
@@ -324,6 +380,7 @@ class Scenario:
             "file": self.spec.path,
             "dataset": self.meta.dataset,
             "protocol": self.protocol,
+            "label_fraction": self.label_fraction,
             "data_root": str(self.source.data_root),
             "increments": [[self.meta.names[a] for a in inc.attributes] for inc in self.increments],
             "tasks": [
@@ -331,6 +388,8 @@ class Scenario:
                  "dataset": self.dataset_of_task(a),
                  "num_values": self.meta.num_values[a] if self.protocol == "ranking" else None,
                  "num_train": int(np.sum(self.increments[i].train_table.attributes == a)),
+                 "num_unlabelled": (int(np.sum(self.increments[i].unlabelled_table.attributes == a))
+                                    if self.increments[i].unlabelled_table is not None else 0),
                  "num_queries": self.eval_tasks[a].num_queries, "num_candidates": self.eval_tasks[a].num_candidates}
                 for a, i in zip(self.tasks, self.task_increment)
             ],
@@ -412,8 +471,25 @@ def _check_images(train_paths, train_ids, eval_paths, eval_ids, level, cache_dir
     return bad_train, bad_eval, report
 
 
+_LABEL_KEYS = ("label_fraction", "label_seed")
+
+
+def _label_fraction(spec: ScenarioSpec, protocol: str) -> tuple[float, int]:
+    where = f"{spec.path} [increments]"
+    fraction = spec.increments.get("label_fraction", 1.0)
+    seed = spec.increments.get("label_seed", 0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ConfigError(f"{where}: label_fraction must be a number in (0, 1] (e.g. 0.1 for 10%), got {fraction!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"{where}: label_seed must be an integer, got {seed!r}")
+    if fraction < 1 and protocol != "ranking":
+        raise ConfigError(f"{where}: label_fraction applies to attribute values (ranking protocol); the "
+                          f"{protocol} protocol has no values to hide")
+    return float(fraction), seed
+
+
 def _increment_groups(spec: ScenarioSpec, meta: AttributeMeta) -> list[list[int]]:
-    inc = spec.increments
+    inc = {k: v for k, v in spec.increments.items() if k not in _LABEL_KEYS}
     where = f"{spec.path} [increments]"
     if set(inc) - {"groups", "attributes"} or len(inc) != 1:
         raise ConfigError(f"{where}: give exactly one of groups = N or attributes = [[...], ...]")

@@ -42,6 +42,9 @@ class Strategy:
     name: ClassVar[str] = ""
     summary: ClassVar[str] = ""
     families: ClassVar[tuple[str, ...]] = ("attribute",)
+    #: True for strategies that train on unlabelled images (``scenario.unlabelled_data``) when a
+    #: scenario's label_fraction < 1; the others train on the labelled rows only.
+    uses_unlabelled: ClassVar[bool] = False
 
     @dataclass
     class Options:

@@ -30,7 +30,9 @@ class DoubletBatchSampler(Sampler[list[int]]):
         self.rows = np.arange(len(table)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.attributes, self.groups = doublet_groups(table, self.rows)
         if not self.attributes:
-            raise ConfigError("no attribute value has two training images; cannot form anchor-positive doublets")
+            raise ConfigError("no attribute value has two training images in the rows being trained; cannot form "
+                              "anchor-positive doublets (a small [increments] label_fraction on a small dataset "
+                              "leaves one labelled image per value)")
         self.batch_size = batch_size
         self.num_batches = max(1, num_doublets // batch_size)
         self.seed = seed
