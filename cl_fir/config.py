@@ -61,6 +61,11 @@ class LossConfig:
     ms_beta: float = 50.0                   # negative scale (paper: 50)
     ms_base: float = 1.0                    # similarity margin lambda (paper: 1; PML default 0.5)
     ms_epsilon: float = 0.1                 # pair-mining margin (paper: 0.1)
+    # composed retrieval (family = "composed"; paper 003, reference/dml_methods.md 3.3)
+    composed: str = "infonce"               # infonce (batch classification) | uncertainty (MGUR's regularised loss)
+    norm_scale: float = 4.0                 # embeddings x this before the raw-dot-product logits (MGUR: 4)
+    uncertainty_gamma0: float = 1.0         # gamma = exp(-gamma0 * epoch / epochs), per increment
+    uncertainty_form: str = "code"          # code (std of the augmented targets as log-variance) | paper
 
 
 SECTIONS: dict[str, type] = {
@@ -114,6 +119,11 @@ class RunConfig:
             (self.loss.temperature > 0, "loss.temperature", "a number > 0", self.loss.temperature),
             (self.loss.metric in ("infonce", "multi_similarity"), "loss.metric", "infonce or multi_similarity",
              self.loss.metric),
+            (self.loss.composed in ("infonce", "uncertainty"), "loss.composed", "infonce or uncertainty",
+             self.loss.composed),
+            (self.loss.uncertainty_form in ("code", "paper"), "loss.uncertainty_form", "code or paper",
+             self.loss.uncertainty_form),
+            (self.loss.norm_scale > 0, "loss.norm_scale", "a number > 0", self.loss.norm_scale),
             (t.num_workers >= -1, "train.num_workers", "-1 (auto) or an integer >= 0", t.num_workers),
             (t.checkpoint_every >= 0, "train.checkpoint_every (--checkpoint-every)", "an integer >= 0 (steps)",
              t.checkpoint_every),

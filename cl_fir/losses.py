@@ -134,6 +134,19 @@ def uncertainty_gamma(epoch: int, total_epochs: int, gamma0: float = 1.0) -> flo
     return math.exp(-gamma0 * epoch / max(total_epochs, 1))
 
 
+def composed_loss(queries: torch.Tensor, targets: torch.Tensor, cfg, epoch: int, epochs: int) -> torch.Tensor:
+    """The composed family's metric loss on L2-normalised query and target embeddings, both
+    scaled by ``cfg.norm_scale``: batch classification (``cfg.composed = "infonce"``) or the
+    uncertainty-regularised loss with gamma annealed over the increment's epochs."""
+    q, t = queries * cfg.norm_scale, targets * cfg.norm_scale
+    if cfg.composed == "infonce":
+        return batch_classification_loss(q, t)
+    if cfg.composed == "uncertainty":
+        gamma = uncertainty_gamma(epoch, epochs, cfg.uncertainty_gamma0)
+        return uncertainty_regularised_loss(q, t, gamma, cfg.uncertainty_form)
+    raise ValueError(f"loss.composed must be infonce or uncertainty, got {cfg.composed!r}")
+
+
 def uncertainty_regularised_loss(f_s: torch.Tensor, f_t: torch.Tensor, gamma: float, form: str = "code",
                                  alpha_scale: float = 1.0, beta_scale: float = 1.0,
                                  noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:

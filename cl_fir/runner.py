@@ -35,7 +35,7 @@ from cl_fir.registry import get_strategy_class, is_file_spec
 from cl_fir.report.cost_ratio import find_reference_run, ratio_line
 from cl_fir.report.results import RunResults
 from cl_fir.report.run_dir import RunDirectory, now, versions
-from cl_fir.scenario import Scenario, apply_spec_defaults, load_spec
+from cl_fir.scenario import apply_spec_defaults, build_scenario, load_spec
 
 
 def resolve_config(strategy: str, scenario: str, overrides: dict | None = None,
@@ -200,7 +200,7 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
         setup.device = torch.device("cuda", ctx.local_rank)
     set_deterministic(cfg.deterministic)
     seed_everything(cfg.seed)
-    scenario = Scenario(spec, cfg, reporter.progress_factory(), strict=cfg.strict)
+    scenario = build_scenario(spec, cfg, reporter.progress_factory(), strict=cfg.strict)
     seed_everything(cfg.seed)
     model = strategy.build_model(cfg, scenario)
     if cfg.model.weights:

@@ -56,7 +56,7 @@ from cl_fir.data.label_fraction import hide_values, labelled_mask
 from cl_fir.data.zappos import TripletTable, ZapposDataset
 from cl_fir.errors import ConfigError, DataFormatError
 
-FAMILIES = ("attribute",)
+FAMILIES = ("attribute", "composed")
 _TOP_KEYS = {"name", "description", "family", "dataset", "increments", "strategies", *SECTIONS}
 
 
@@ -155,6 +155,15 @@ def load_spec(name_or_path: str) -> ScenarioSpec:
         sections={s: dict(raw[s]) for s in SECTIONS if s in raw},
         strategy_defaults={name: dict(values) for name, values in strategies.items()},
     )
+
+
+def build_scenario(spec: ScenarioSpec, cfg: RunConfig, progress_factory=None, strict: bool = False):
+    """The built scenario of the spec's family."""
+    if spec.family == "composed":
+        from cl_fir.composed_scenario import ComposedScenario
+
+        return ComposedScenario(spec, cfg, progress_factory, strict)
+    return Scenario(spec, cfg, progress_factory, strict)
 
 
 def apply_spec_defaults(spec: ScenarioSpec, cfg: RunConfig) -> None:

@@ -20,9 +20,10 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 
 from cl_fir.config import RunConfig, apply_section
-from cl_fir.data.samplers import DoubletBatchSampler
-from cl_fir.losses import doublet_infonce, multi_similarity_loss
+from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
+from cl_fir.losses import composed_loss, doublet_infonce, multi_similarity_loss
 from cl_fir.models import build_model
+from cl_fir.models.retrieval_model import build_composed_model
 
 if TYPE_CHECKING:
     from cl_fir.engine.loop import TrainingLoop
@@ -67,6 +68,8 @@ class Strategy:
 
     def build_model(self, cfg: RunConfig, scenario: "Scenario") -> torch.nn.Module:
         """The model, built once before training (seeded); every part exists from the start."""
+        if scenario.protocol == "composed":
+            return build_composed_model(cfg.model, scenario, self.head_of_attribute(scenario))
         return build_model(cfg.model, scenario.meta.num_attributes, self.head_of_attribute(scenario))
 
     # ------------------------------------------------------------ data
@@ -86,6 +89,10 @@ class Strategy:
         """``(dataset, batch_sampler)`` for one epoch: fresh seeded doublets from the training increments."""
         sources = self.training_increments(loop)
         dataset, table = loop.scenario.training_data(sources)
+        if loop.scenario.protocol == "composed":
+            return dataset, ComposedBatchSampler(table, loop.cfg.train.batch_size,
+                                                 self.doublets_per_epoch(loop, len(sources)),
+                                                 loop.epoch_seed(epoch, stream=0))
         sampler = DoubletBatchSampler(table, loop.cfg.train.batch_size, self.doublets_per_epoch(loop, len(sources)),
                                       loop.epoch_seed(epoch, stream=0))
         return dataset, sampler
@@ -110,6 +117,8 @@ class Strategy:
         """
         B = loop.mb_output.shape[0] // 2
         loss_cfg = loop.cfg.loss
+        if loop.scenario.protocol == "composed":   # mb_output = [queries; targets]
+            return composed_loss(loop.mb_output[:B], loop.mb_output[B:], loss_cfg, loop.epoch, loop.cfg.train.epochs)
         if loss_cfg.metric == "multi_similarity":
             labels = loop.mb_y if self.opts.label_aware else torch.arange(B, device=loop.mb_y.device).repeat(2)
             return multi_similarity_loss(loop.mb_output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,

@@ -5,6 +5,6 @@ from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
 
-@register_strategy("finetune")
+@register_strategy("finetune", families=("attribute", "composed"))
 class Finetune(Strategy):
     summary = "train one shared model on each new increment only (lower bound; forgets)"

@@ -11,7 +11,7 @@ from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
 
-@register_strategy("static")
+@register_strategy("static", families=("attribute", "composed"))
 class StaticRetrain(Strategy):
     summary = "retrain from the initial weights on all tasks seen so far at every increment (reference)"
 

@@ -128,3 +128,30 @@ class MixedDoubletSampler(Sampler[list[int]]):
         for parts in zip(*self.samplers):
             halves = [(p[: len(p) // 2], p[len(p) // 2:]) for p in parts]
             yield [i for a, _ in halves for i in a] + [i for _, p in halves for i in p]
+
+
+class ComposedBatchSampler(Sampler[list[int]]):
+    """Seeded batches of ``batch_size`` composed training triplets (dataset indices taken from
+    ``table.image_ids``), with the task drawn uniformly among the table's tasks, then a
+    triplet uniformly within it (as the doublet sampler balances attributes)."""
+
+    def __init__(self, table: SampleTable, batch_size: int, num_triplets: int, seed, min_batch_size: int = 2):
+        if batch_size < min_batch_size:
+            raise ConfigError(f"batch_size must be >= {min_batch_size} triplets (in-batch negatives), got {batch_size}")
+        self.table = table
+        self.tasks = sorted(set(table.attributes.tolist()))
+        if not self.tasks:
+            raise ConfigError("no training triplets in the increments being trained")
+        self.by_task = [table.image_ids[table.attributes == a] for a in self.tasks]
+        self.batch_size = batch_size
+        self.num_batches = max(1, num_triplets // batch_size)
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.num_batches):
+            picks = rng.integers(len(self.tasks), size=self.batch_size)
+            yield [int(self.by_task[t][rng.integers(len(self.by_task[t]))]) for t in picks]

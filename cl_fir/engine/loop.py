@@ -27,7 +27,7 @@ from cl_fir.engine.distributed import DistributedContext
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
-from cl_fir.errors import TrainingError
+from cl_fir.errors import ConfigError, TrainingError
 from cl_fir.evaluation.evaluator import evaluate_tasks
 from cl_fir.models import RetrievalModel
 from cl_fir.models.retrieval_model import auxiliary_loss, clear_auxiliary
@@ -62,6 +62,8 @@ class TrainingLoop:
         self.cfg = cfg
         #: data-parallel ranks (one process unless started by torchrun); rank 0 evaluates and writes
         self.dist = dist or DistributedContext()
+        if self.dist.enabled and getattr(scenario, "protocol", None) == "composed":
+            raise ConfigError("composed-retrieval scenarios run in one process for now (no torchrun)")
         self.scenario = scenario
         self.strategy = strategy
         self.model = model
@@ -190,7 +192,29 @@ class TrainingLoop:
         self.strategy.after_training_exp(self)
         self.cost.record_peak_memory()
 
+    def _composed_forward(self, batch) -> None:
+        """Composed family: ``mb_output = [queries; targets]`` (B each), ``mb_x`` the reference
+        images, ``mb_target_x`` the targets, ``mb_text`` the modification texts."""
+        ref, texts, tgt, task = batch
+        self.mb_x, self.mb_target_x, self.mb_text = self.setup.to_device(ref), self.setup.to_device(tgt), list(texts)
+        self.mb_task = task.to(self.setup.device, non_blocking=True)
+        self.mb_y = torch.arange(ref.shape[0], device=self.setup.device).repeat(2)
+        self.mb_group = self.mb_features = None
+        self.strategy.before_forward(self)
+        clear_auxiliary(self.model)
+        with self.setup.autocast():
+            self.mb_output = torch.cat([self.model.embed_query(self.mb_x, self.mb_text, self.mb_task),
+                                        self.model.embed_target(self.mb_target_x)])
+
     def training_step(self, batch) -> float:
+        if self.scenario.protocol == "composed":
+            self._composed_forward(batch)
+            n_images = 2 * self.mb_x.shape[0]
+        else:
+            n_images = self._attribute_forward(batch)
+        return self._backward_and_step(n_images)
+
+    def _attribute_forward(self, batch) -> int:
         x, y, task, *group = batch
         self.mb_x = self.setup.to_device(x)
         self.mb_y = y.to(self.setup.device, non_blocking=True)
@@ -201,6 +225,9 @@ class TrainingLoop:
         with self.setup.autocast():
             grouped = {} if self.mb_group is None else {"groups": self.mb_group}
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
+        return self.mb_x.shape[0]
+
+    def _backward_and_step(self, n_images: int) -> float:
         if self.dist.enabled:   # the strategy's loss sees the whole batch, as in one process
             self.mb_output = self.dist.gather_pairs(self.mb_output)
             self.mb_y = self.dist.gather_pairs(self.mb_y)
@@ -227,7 +254,7 @@ class TrainingLoop:
         self.dist.broadcast_buffers(self.model)
         self.strategy.after_update(self)
         self.iteration += 1
-        self.cost.add_training_step(self.mb_x.shape[0])
+        self.cost.add_training_step(n_images)
         self.strategy.after_training_iteration(self)
         return value
 

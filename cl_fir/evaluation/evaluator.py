@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from cl_fir.config import EvalConfig
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.evaluation.embedding_stats import embedding_space_density, kmeans_nmi, spectral_decay
-from cl_fir.evaluation.retrieval import retrieval_scores
+from cl_fir.evaluation.retrieval import composed_recall_at_k, retrieval_scores
 
 from cl_fir.scenario import TripletTask
 
@@ -28,13 +28,18 @@ if TYPE_CHECKING:
     from cl_fir.scenario import EvalTask
 
 #: Human name of each primary metric (the first of :func:`metric_names`).
-METRIC_LABELS = {"map_all": "MAP@all", "triplet_acc": "triplet accuracy"}
+METRIC_LABELS = {"map_all": "MAP@all", "triplet_acc": "triplet accuracy", "recall@10": "Recall@10"}
+
+#: Composed retrieval: Recall@K of the papers (FashionIQ reports 10 and 50, Shoes and Fashion200k 1, 10, 50).
+COMPOSED_KS = (10, 1, 50)
 
 
 def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
     """Metrics recorded for every task; the first is the run's primary metric."""
     if protocol == "triplet":
         return ["triplet_acc"]
+    if protocol == "composed":
+        return [f"recall@{k}" for k in COMPOSED_KS]
     names = ["map_all", f"map@{cfg.map_k}", *[f"recall@{k}" for k in cfg.recall_ks]]
     if cfg.modc_metrics:
         names += [f"modc_map@{cfg.map_k}", f"modc_recall@{cfg.map_k}"]
@@ -75,6 +80,24 @@ def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size
     return torch.cat(chunks)
 
 
+@torch.inference_mode()
+def _evaluate_composed(model, task, setup: DeviceSetup, cfg: EvalConfig, num_workers: int):
+    """Recall@K of the task's queries (reference image + text, through the task's compositor)
+    against its gallery, the reference removed from its own ranking."""
+    gallery = []
+    for images, _ in DataLoader(task.gallery, batch_size=cfg.batch_size, num_workers=num_workers):
+        with setup.autocast():
+            gallery.append(model.embed_target(setup.to_device(images)).float())
+    queries = []
+    for images, texts in DataLoader(task.queries, batch_size=cfg.batch_size, num_workers=num_workers):
+        images = setup.to_device(images)
+        tasks = torch.full((images.shape[0],), task.attribute, dtype=torch.long, device=setup.device)
+        with setup.autocast():
+            queries.append(model.embed_query(images, list(texts), tasks).float())
+    hits = composed_recall_at_k(torch.cat(queries), torch.cat(gallery), task.targets, task.excluded, COMPOSED_KS)
+    return {f"recall@{k}": 100.0 * float(hits[k].mean()) for k in COMPOSED_KS}, len(task.gallery) + len(task.queries)
+
+
 def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: EvalConfig,
                    num_workers: int = 0) -> tuple[dict[int, dict[str, float]], int]:
     """Metrics per task (keyed by attribute id) and the number of images embedded."""
@@ -84,6 +107,10 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
     images = 0
     try:
         for task in tasks:
+            if hasattr(task, "gallery"):   # composed retrieval (cl_fir.composed_scenario.ComposedTask)
+                results[task.attribute], n = _evaluate_composed(model, task, setup, cfg, num_workers)
+                images += n
+                continue
             if isinstance(task, TripletTask):
                 emb = embed_dataset(model, task.images, task.attribute, setup, cfg.batch_size, num_workers)
                 images += emb.shape[0]

@@ -96,6 +96,19 @@ def build_head(cfg: ModelConfig, in_channels: int, num_attributes: int) -> nn.Mo
         raise ConfigError(f"model.head_kwargs for head {cfg.head!r}: {exc}") from None
 
 
+def build_composed_model(cfg: ModelConfig, scenario, head_of_task: Sequence[int]):
+    """Image encoder + GRU text encoder (vocabulary of every training caption) + one TIRG
+    compositor per head, for ``family = "composed"`` scenarios."""
+    from cl_fir.models.composed_model import ComposedRetrievalModel
+    from cl_fir.models.text_encoder import Vocabulary
+
+    backbone = FeatureMapBackbone(cfg.backbone, cfg.feature_index, **cfg.backbone_kwargs)
+    num_heads = max(head_of_task) + 1 if len(head_of_task) else 1
+    vocabulary = Vocabulary.build(scenario.training_texts())
+    return ComposedRetrievalModel(backbone, vocabulary, cfg.embed_dim, num_heads, head_of_task,
+                                  word_dim=cfg.attr_dim, text_hidden=cfg.embed_dim)
+
+
 def build_model(cfg: ModelConfig, num_attributes: int, head_of_attribute: Sequence[int]) -> RetrievalModel:
     backbone = FeatureMapBackbone(cfg.backbone, cfg.feature_index, **cfg.backbone_kwargs)
     num_heads = max(head_of_attribute) + 1 if len(head_of_attribute) else 1

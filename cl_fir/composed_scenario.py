@@ -1,0 +1,292 @@
+"""Composed image retrieval scenarios (``family = "composed"``): reference image +
+modification text -> target image, made class-incremental by category.
+
+A task is a category (FashionIQ: dress, shirt, toptee; synth-cir: a silhouette). Each
+increment trains on its categories' training triplets; after each increment every seen
+category is evaluated on its own queries against its gallery, with Recall@1/10/50
+(primary: Recall@10) in the same matrix machinery as the attribute family. The query is
+the reference image with the captions joined by " and " (CLIP4Cir's rule for FashionIQ's
+two captions); the reference is removed from its own ranking when it is in the gallery.
+
+Readers: ``synth-cir`` (generated, offline) and ``fashioniq``; ``[dataset] gallery =
+"split" | "val"`` picks FashionIQ's gallery rule and ``shared_images = "keep" | "drop"`` the
+handling of the ASINs shared by shirt and toptee (reference/datasets.md 6.4-6.5).
+Shoes and Fashion200k have readers (``cl_fir.data.composed``) but no scenario yet.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch.utils.data import ConcatDataset, Dataset
+
+from cl_fir.config import RunConfig
+from cl_fir.data.asen_meta import AttributeMeta, SampleTable
+from cl_fir.data.composed import ComposedSplit, read_fashioniq
+from cl_fir.data.image_check import check_images
+from cl_fir.data.image_dataset import load_rgb
+from cl_fir.data.problems import ProblemLog
+from cl_fir.data.transforms import build_transforms
+from cl_fir.errors import ConfigError
+
+
+@dataclass
+class ComposedIncrement:
+    index: int
+    attributes: tuple[int, ...]          # task (category) ids, named as in the attribute family
+    train_table: SampleTable             # image_ids = triplet index, attributes = task, values = 0
+    unlabelled_table: None = None
+
+
+class _Images:
+    """Lazy RGB images by key, transformed."""
+
+    def __init__(self, paths: dict[str, Path], transform):
+        self.paths, self.transform = paths, transform
+
+    def __call__(self, key: str):
+        return self.transform(load_rgb(self.paths[key]))
+
+
+class ComposedTripletDataset(Dataset):
+    """Item i: ``(reference image, text, target image, task)`` of training triplet i."""
+
+    def __init__(self, rows: list[tuple[str, str, str, int]], images: _Images):
+        self.rows, self.images = rows, images
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        ref, text, tgt, task = self.rows[i]
+        return self.images(ref), text, self.images(tgt), task
+
+
+class _QueryDataset(Dataset):
+    def __init__(self, rows: list[tuple[str, str]], images: _Images):
+        self.rows, self.images = rows, images
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        ref, text = self.rows[i]
+        return self.images(ref), text
+
+
+class _GalleryDataset(Dataset):
+    def __init__(self, keys: list[str], images: _Images):
+        self.keys, self.images = keys, images
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i):
+        return self.images(self.keys[i]), 0
+
+
+@dataclass
+class ComposedTask:
+    attribute: int
+    name: str
+    queries: _QueryDataset
+    gallery: _GalleryDataset
+    targets: list[list[int]]                # gallery indices that answer each query
+    excluded: list[int | None]              # the reference's gallery index, removed from its ranking
+
+    @property
+    def num_queries(self) -> int:
+        return len(self.queries)
+
+    @property
+    def num_candidates(self) -> int:
+        return len(self.gallery)
+
+
+def query_text(texts: list[str]) -> str:
+    return " and ".join(t.strip() for t in texts if t.strip())
+
+
+class ComposedScenario:
+    protocol = "composed"
+    label_fraction = 1.0
+
+    def __init__(self, spec, cfg: RunConfig, progress_factory=None, strict: bool = False):
+        self.spec = spec
+        self.name = spec.name
+        params = dict(spec.dataset)
+        reader = params.pop("reader", None)
+        where = f"{spec.path} [dataset]"
+        check_level = params.pop("image_check", "header")
+        if reader == "synth-cir":
+            from cl_fir.data.synth_composed import SynthComposedConfig, ensure_synth_composed
+            from cl_fir.data.synthfashion import default_cache_dir
+
+            cache = Path(cfg.cache_dir or os.environ.get("CL_FIR_CACHE") or default_cache_dir())
+            gallery = params.pop("gallery", "split")
+            try:
+                gen = SynthComposedConfig(**params)
+            except TypeError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
+            root, categories = ensure_synth_composed(gen, cache), None
+            options = {"extension": "png", "gallery": gallery}
+            dataset_name = "synth-cir"
+        elif reader == "fashioniq":
+            data_root = cfg.data_root or os.environ.get("CL_FIR_DATA")
+            if not data_root:
+                raise ConfigError(f"scenario {spec.name} reads FashionIQ: give --data-root DIR (or set CL_FIR_DATA)")
+            root, dataset_name = Path(data_root), "FashionIQ"
+            categories = params.pop("categories", None)
+            options = {k: params.pop(k) for k in ("gallery", "shared_images", "extension") if k in params}
+            if params:
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(params))} for the fashioniq reader")
+        else:
+            raise ConfigError(f"{where}: reader must be 'synth-cir' or 'fashioniq' for the composed family, "
+                              f"got {reader!r}")
+        from cl_fir.data.synth_composed import CATEGORIES
+
+        all_categories = tuple(categories or (CATEGORIES if reader == "synth-cir" else ("dress", "shirt", "toptee")))
+        self.data_root = root
+        self.problems = ProblemLog()
+        split = "val" if cfg.eval.split in ("valid", "val", "test") else cfg.eval.split
+        try:
+            train = read_fashioniq(root / "fashionIQ", "train", all_categories, problems=self.problems, **options)
+            test = read_fashioniq(root / "fashionIQ", split, all_categories, problems=self.problems, **options)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        groups = _composed_groups(spec, all_categories)
+        self.meta = AttributeMeta(dataset_name, tuple(all_categories), (1,) * len(all_categories))
+        self.data_report = self._check(train, test, check_level, cfg, progress_factory, strict)
+        train_tf, eval_tf = build_transforms(cfg.transforms)
+        self._train_images = _Images(train.image_path, train_tf)
+        eval_images = _Images(test.image_path, eval_tf)
+        self._rows, self.increments = [], []
+        bad = self._bad
+        for i, group in enumerate(groups):
+            start = len(self._rows)
+            for q in train.queries:
+                task = all_categories.index(q.category)
+                if task in group and q.targets and q.reference not in bad and q.targets[0] not in bad:
+                    self._rows.append((q.reference, query_text(q.texts), q.targets[0], task))
+            ids = np.arange(start, len(self._rows))
+            tasks = np.asarray([r[3] for r in self._rows[start:]], dtype=np.int64)
+            missing = [all_categories[a] for a in group if not np.any(tasks == a)]
+            if missing:
+                raise ConfigError(f"{spec.path}: increment {i + 1} category(ies) {', '.join(missing)} have no usable "
+                                  f"training triplets")
+            self.increments.append(ComposedIncrement(i, tuple(group), SampleTable(ids, tasks, np.zeros_like(ids))))
+        self.eval_tasks = {a: self._task(a, test, eval_images) for inc in self.increments for a in inc.attributes}
+        self.benchmark = None   # composed data is not exposed as an Avalanche benchmark yet
+        self.image_datasets: list = []
+
+    # ------------------------------------------------------------------ building
+
+    def _check(self, train: ComposedSplit, test: ComposedSplit, level, cfg, progress_factory, strict) -> dict:
+        paths = {**train.image_path, **test.image_path}
+        keys = sorted(paths)
+        check = check_images([paths[k] for k in keys], level, None, progress_factory)
+        self._bad = {keys[i] for i in check.bad}
+        if strict and self._bad:
+            raise ConfigError(f"{len(self._bad)} of {len(keys)} images of scenario {self.name} are missing or "
+                              f"unreadable; without --strict they are skipped and counted")
+        return {"checked_images": len(keys), "bad_images": len(self._bad), "bad_by_reason": check.reasons(),
+                "other_extension": check.other_extension, "examples": [], "skipped_rows": {},
+                "file_warnings": self.problems.counts("warning"), "file_warning_examples": [],
+                "shared_images": train.counts.get("shared_images", 0)}
+
+    def _task(self, a: int, test: ComposedSplit, images: _Images) -> ComposedTask:
+        name = self.meta.names[a]
+        gallery = [k for k in test.galleries.get(name, []) if k not in self._bad]
+        index = {k: i for i, k in enumerate(gallery)}
+        queries, targets, excluded = [], [], []
+        skipped = 0
+        for q in test.queries:
+            if q.category != name:
+                continue
+            if q.reference in self._bad or not q.targets or not all(t in index for t in q.targets):
+                skipped += 1
+                continue
+            queries.append((q.reference, query_text(q.texts)))
+            targets.append([index[t] for t in q.targets])
+            excluded.append(index.get(q.reference))
+        rows = self.data_report["skipped_rows"]
+        rows["query"] = rows.get("query", 0) + skipped
+        if not queries or not gallery:
+            raise ConfigError(f"{self.data_root}: category {name} has {len(queries)} usable queries and "
+                              f"{len(gallery)} gallery images; both must be non-empty")
+        return ComposedTask(a, name, _QueryDataset(queries, images), _GalleryDataset(gallery, images), targets,
+                            excluded)
+
+    # ------------------------------------------------------------------ views (as the attribute family)
+
+    @property
+    def tasks(self) -> list[int]:
+        return [a for inc in self.increments for a in inc.attributes]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [self.meta.names[a] for a in self.tasks]
+
+    @property
+    def task_increment(self) -> np.ndarray:
+        return np.asarray([inc.index for inc in self.increments for _ in inc.attributes], dtype=np.int64)
+
+    def seen_tasks(self, increment: int) -> list[int]:
+        return [a for inc in self.increments[: increment + 1] for a in inc.attributes]
+
+    def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
+        table = SampleTable.concat([self.increments[i].train_table for i in increment_indices])
+        datasets = [ComposedTripletDataset(self._rows, self._train_images)]
+        return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets), table
+
+    def training_texts(self) -> list[str]:
+        """Every training query text of every increment (the vocabulary's source)."""
+        return [r[1] for r in self._rows]
+
+    def dataset_of_task(self, attribute: int) -> str:
+        return self.meta.dataset
+
+    def log_load_failures_to(self, path) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name, "file": self.spec.path, "dataset": self.meta.dataset, "protocol": self.protocol,
+            "label_fraction": 1.0, "data_root": str(self.data_root),
+            "increments": [[self.meta.names[a] for a in inc.attributes] for inc in self.increments],
+            "tasks": [{"name": self.meta.names[a], "attribute": a, "increment": int(i) + 1,
+                       "dataset": self.meta.dataset, "num_values": None,
+                       "num_train": int(np.sum(self.increments[i].train_table.attributes == a)), "num_unlabelled": 0,
+                       "num_queries": self.eval_tasks[a].num_queries,
+                       "num_candidates": self.eval_tasks[a].num_candidates}
+                      for a, i in zip(self.tasks, self.task_increment)],
+            "data": self.data_report,
+        }
+
+
+def _composed_groups(spec, categories: tuple[str, ...]) -> list[list[int]]:
+    inc = spec.increments
+    where = f"{spec.path} [increments]"
+    if "groups" in inc:
+        n = inc["groups"]
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1 or len(categories) % n:
+            raise ConfigError(f"{where}: groups must divide the {len(categories)} categories evenly, got {n!r}")
+        size = len(categories) // n
+        return [list(range(k * size, (k + 1) * size)) for k in range(n)]
+    groups = inc.get("categories")
+    if not isinstance(groups, list) or not groups or not all(isinstance(g, list) and g for g in groups):
+        raise ConfigError(f"{where}: give groups = N or categories = [[\"dress\"], [\"shirt\"], ...]")
+    out = []
+    for g in groups:
+        for name in g:
+            if name not in categories:
+                raise ConfigError(f"{where}: unknown category {name!r}; expected one of {', '.join(categories)}")
+        out.append([categories.index(name) for name in g])
+    flat = [a for g in out for a in g]
+    if len(flat) != len(set(flat)):
+        raise ConfigError(f"{where}: a category appears in more than one increment")
+    return out
