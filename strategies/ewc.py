@@ -16,12 +16,12 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import DataLoader
 
-from cl_fir.data.samplers import DoubletBatchSampler
+from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
 
-@register_strategy("ewc")
+@register_strategy("ewc", families=("attribute", "composed"))
 class EWC(Strategy):
     summary = "one shared model; quadratic penalty weighted by the diagonal Fisher of the retrieval loss"
 
@@ -58,24 +58,21 @@ class EWC(Strategy):
         fisher = {n: torch.zeros_like(p) for n, p in params.items()}
         dataset, table = loop.scenario.training_data([loop.increment.index])
         t = loop.cfg.train
-        sampler = DoubletBatchSampler(table, t.batch_size, t.batch_size * self.opts.fisher_batches,
-                                      loop.epoch_seed(t.epochs, stream=2))
+        make = ComposedBatchSampler if loop.scenario.protocol == "composed" else DoubletBatchSampler
+        sampler = make(table, t.batch_size, t.batch_size * self.opts.fisher_batches, loop.epoch_seed(t.epochs, stream=2))
         was_training = model.training
         model.eval()
         batches = 0
         try:
-            for x, y, task in DataLoader(dataset, batch_sampler=sampler, num_workers=loop.num_workers):
-                x, y, task = loop.setup.to_device(x), y.to(loop.setup.device), task.to(loop.setup.device)
+            for batch in DataLoader(dataset, batch_sampler=sampler, num_workers=loop.num_workers):
                 model.zero_grad(set_to_none=True)
-                with loop.setup.autocast():
-                    out = model(x, task)
-                loop.mb_output, loop.mb_y = out, y
+                images = loop.forward_batch(batch)
                 self.criterion(loop).backward()
                 for n, p in params.items():
                     if p.grad is not None:
                         fisher[n] += p.grad.detach().float() ** 2
                 batches += 1
-                loop.cost.add_gradient_pass(x.shape[0])
+                loop.cost.add_gradient_pass(images)
         finally:
             model.zero_grad(set_to_none=True)
             model.train(was_training)

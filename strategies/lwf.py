@@ -17,13 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
+from cl_fir.composed_distillation import composed_pairs
 from cl_fir.errors import ConfigError
 from cl_fir.losses import embedding_distillation, similarity_distillation
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
 
-@register_strategy("lwf")
+@register_strategy("lwf", families=("attribute", "composed"))
 class LwF(Strategy):
     summary = "one shared model; distil the previous increment's embeddings of old attributes on new data"
 
@@ -45,6 +46,9 @@ class LwF(Strategy):
         old = self.old_attributes(loop)
         if self.old_model is None or not old or not self.opts.kd_weight:
             return
+        if loop.scenario.protocol == "composed":
+            self._composed_kd(loop, old)
+            return
         x = loop.mb_x
         choices = torch.as_tensor(old, device=x.device)
         kd = loop.mb_output.new_zeros(())
@@ -61,6 +65,18 @@ class LwF(Strategy):
             loop.cost.add_forward_only(x.shape[0])
             loop.cost.add_head_passes(x.shape[0])
         loop.loss = loop.loss + self.opts.kd_weight * kd / self.opts.kd_old_attributes
+
+    def _composed_kd(self, loop, old):
+        """Queries under old categories' compositors and targets, pulled towards the frozen copy."""
+        B = loop.mb_x.shape[0]
+        attrs = torch.as_tensor(old, device=loop.mb_x.device)[torch.randint(len(old), (B,))].to(loop.mb_x.device)
+        kd = loop.mb_output.new_zeros(())
+        for student, target in composed_pairs(loop, self.old_model, attrs, loop.mb_x, loop.mb_target_x):
+            if self.opts.kd_mode == "embedding":
+                kd = kd + embedding_distillation(student, target)
+            else:
+                kd = kd + similarity_distillation(student, target, self.opts.kd_temperature)
+        loop.loss = loop.loss + self.opts.kd_weight * kd / 2
 
     def after_training_exp(self, loop):
         self.old_model = self._frozen_copy(loop.model)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from cl_fir.composed_distillation import composed_pairs
 from cl_fir.data.views import random_affine_view
 from cl_fir.errors import ConfigError
 from cl_fir.losses import embedding_distillation, pooled_feature_distillation
@@ -37,7 +38,7 @@ from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
 
-@register_strategy("mcl_fir")
+@register_strategy("mcl_fir", families=("attribute", "composed"))
 class MCLFIR(Strategy):
     summary = ("shared encoder, one attention head per increment, doublet InfoNCE, "
                "EMA-teacher distillation through old heads (the paper's design)")
@@ -104,6 +105,9 @@ class MCLFIR(Strategy):
         kd_attrs = self._kd_attributes(loop)
         if self.teacher is None or not kd_attrs or (self.opts.kd_weight == 0 and self.opts.feature_kd_weight == 0):
             return
+        if loop.scenario.protocol == "composed":
+            self._composed_kd(loop, kd_attrs)
+            return
         x = loop.mb_x
         n = x.shape[0]
         choices = torch.as_tensor(kd_attrs, device=x.device)
@@ -129,6 +133,18 @@ class MCLFIR(Strategy):
         loop.loss = loop.loss + self.opts.kd_weight * kd / draws
         if self.opts.feature_kd_weight:
             loop.loss = loop.loss + self.opts.feature_kd_weight * pooled_feature_distillation(loop.mb_features, t_map)
+
+    def _composed_kd(self, loop, kd_attrs):
+        """Composed family: through old categories' compositor heads, the student's queries and
+        the shared encoder's targets are pulled towards the EMA teacher's, whose views are
+        randomly distorted as in the attribute family."""
+        x, n = loop.mb_x, loop.mb_x.shape[0]
+        attrs = torch.as_tensor(kd_attrs, device=x.device)[torch.randint(len(kd_attrs), (n,))].to(x.device)
+        views = [random_affine_view(v, self.opts.view_strength) if self.opts.teacher_view == "augmented" else v
+                 for v in (x, loop.mb_target_x)]
+        kd = sum(embedding_distillation(s, t, self.opts.kd_loss)
+                 for s, t in composed_pairs(loop, self.teacher.module, attrs, *views))
+        loop.loss = loop.loss + self.opts.kd_weight * kd / 2
 
     def after_update(self, loop):
         if self.teacher is not None:

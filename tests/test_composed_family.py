@@ -71,7 +71,8 @@ def test_synthetic_data_is_written_in_fashioniq_format(tmp_path):
     assert all(p.is_file() for p in split.image_path.values())
 
 
-@pytest.mark.parametrize("strategy, loss", [("finetune", "infonce"), ("static", "uncertainty")])
+@pytest.mark.parametrize("strategy, loss", [("finetune", "infonce"), ("static", "uncertainty"),
+                                            ("lwf", "infonce"), ("ewc", "uncertainty"), ("mcl_fir", "infonce")])
 def test_composed_runs_record_recall_and_resume_exactly(strategy, loss, cir_scenario, tmp_path):
     kw = dict(overrides={"loss.composed": loss}, seed=1)
     full = execute_run(resolve_config(strategy, str(cir_scenario), output_dir=str(tmp_path / "a"), **kw))
@@ -82,6 +83,9 @@ def test_composed_runs_record_recall_and_resume_exactly(strategy, loss, cir_scen
     for k in (1, 50):
         assert (full / f"matrix_recall_at_{k}.csv").is_file()
     assert "Recall@10" in (full / "summary.md").read_text()
+    cost = json.loads((full / "cost.json").read_text())["increments"]
+    if strategy in ("lwf", "mcl_fir"):      # distillation ran from the second increment on
+        assert cost[0]["extra_forward_images"] == 0 and all(c["extra_forward_images"] > 0 for c in cost[1:])
     split = execute_run(resolve_config(strategy, str(cir_scenario), output_dir=str(tmp_path / "b"), **kw),
                         stop_after=1)
     resume_run(split)
@@ -89,8 +93,9 @@ def test_composed_runs_record_recall_and_resume_exactly(strategy, loss, cir_scen
 
 
 def test_strategies_without_the_composed_family_say_so(cir_scenario):
-    with pytest.raises(ConfigError, match="mcl_fir.*supports: attribute"):
-        resolve_config("mcl_fir", str(cir_scenario))
+    for name in ("replay", "mcl_fir_isolated"):
+        with pytest.raises(ConfigError, match=f"{name}.*supports: attribute"):
+            resolve_config(name, str(cir_scenario))
 
 
 def test_bad_composed_settings_are_named(cir_scenario, tmp_path):

@@ -18,6 +18,7 @@ import time
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch.utils.data import DataLoader, Sampler
 
 from cl_fir.config import RunConfig
@@ -79,6 +80,7 @@ class TrainingLoop:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.mb_x = self.mb_y = self.mb_task = self.mb_group = self.mb_output = self.mb_features = self.loss = None
+        self.mb_target_x = self.mb_text = self.mb_text_features = None     # composed family only
         #: divides the data into clusters and tags batches with them, for heads that ask (D&C)
         self.division = DataDivision.for_model(model)
         self.step_in_epoch = 0
@@ -192,27 +194,33 @@ class TrainingLoop:
         self.strategy.after_training_exp(self)
         self.cost.record_peak_memory()
 
-    def _composed_forward(self, batch) -> None:
+    def forward_batch(self, batch) -> int:
+        """Move a batch to the device and run the model: sets ``mb_*`` and returns the number
+        of images forwarded (used by the training step, and by strategies, e.g. EWC's Fisher)."""
+        if self.scenario.protocol == "composed":
+            return self._composed_forward(batch)
+        return self._attribute_forward(batch)
+
+    def _composed_forward(self, batch) -> int:
         """Composed family: ``mb_output = [queries; targets]`` (B each), ``mb_x`` the reference
-        images, ``mb_target_x`` the targets, ``mb_text`` the modification texts."""
+        images, ``mb_target_x`` the targets, ``mb_text`` the modification texts; ``mb_features``
+        and ``mb_text_features`` the references' image and text features (before composition)."""
         ref, texts, tgt, task = batch
         self.mb_x, self.mb_target_x, self.mb_text = self.setup.to_device(ref), self.setup.to_device(tgt), list(texts)
         self.mb_task = task.to(self.setup.device, non_blocking=True)
         self.mb_y = torch.arange(ref.shape[0], device=self.setup.device).repeat(2)
-        self.mb_group = self.mb_features = None
+        self.mb_group = None
         self.strategy.before_forward(self)
         clear_auxiliary(self.model)
         with self.setup.autocast():
-            self.mb_output = torch.cat([self.model.embed_query(self.mb_x, self.mb_text, self.mb_task),
-                                        self.model.embed_target(self.mb_target_x)])
+            self.mb_features = self.model.image_features(self.mb_x)
+            self.mb_text_features = self.model.text_features(self.mb_text, self.setup.device)
+            queries = self.model.compose(self.mb_features, self.mb_text_features, self.mb_task)
+            self.mb_output = torch.cat([F.normalize(queries.float(), dim=1), self.model.embed_target(self.mb_target_x)])
+        return 2 * ref.shape[0]
 
     def training_step(self, batch) -> float:
-        if self.scenario.protocol == "composed":
-            self._composed_forward(batch)
-            n_images = 2 * self.mb_x.shape[0]
-        else:
-            n_images = self._attribute_forward(batch)
-        return self._backward_and_step(n_images)
+        return self._backward_and_step(self.forward_batch(batch))
 
     def _attribute_forward(self, batch) -> int:
         x, y, task, *group = batch
