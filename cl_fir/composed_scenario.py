@@ -8,10 +8,12 @@ category is evaluated on its own queries against its gallery, with Recall@1/10/5
 the reference image with the captions joined by " and " (CLIP4Cir's rule for FashionIQ's
 two captions); the reference is removed from its own ranking when it is in the gallery.
 
-Readers: ``synth-cir`` (generated, offline) and ``fashioniq``; ``[dataset] gallery =
-"split" | "val"`` picks FashionIQ's gallery rule and ``shared_images = "keep" | "drop"`` the
-handling of the ASINs shared by shirt and toptee (reference/datasets.md 6.4-6.5).
-Shoes and Fashion200k have readers (``cl_fir.data.composed``) but no scenario yet.
+Readers: ``synth-cir`` (generated, offline), ``fashioniq``, ``shoes``, ``fashion200k``.
+``[dataset] gallery = "split" | "val"`` picks FashionIQ's gallery rule and ``shared_images
+= "keep" | "drop"`` the handling of the ASINs shared by shirt and toptee (reference/datasets.md
+6.4-6.5). Shoes and Fashion200k rank every category's queries against the whole
+evaluation gallery (ARTEMIS's and TIRG's rule); on Fashion200k every image with the
+target's caption is a correct answer, and training uses the first of them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ from torch.utils.data import ConcatDataset, Dataset
 
 from cl_fir.config import RunConfig
 from cl_fir.data.asen_meta import AttributeMeta, SampleTable
-from cl_fir.data.composed import ComposedSplit, read_fashioniq
+from cl_fir.data.composed import (FASHION200K_CATEGORIES, FASHIONIQ_CATEGORIES, SHOES_CATEGORIES, ComposedSplit,
+                                  read_fashion200k, read_fashioniq, read_shoes)
 from cl_fir.data.image_check import check_images
 from cl_fir.data.image_dataset import load_rgb
 from cl_fir.data.problems import ProblemLog
@@ -135,27 +138,26 @@ class ComposedScenario:
             root, categories = ensure_synth_composed(gen, cache), None
             options = {"extension": "png", "gallery": gallery}
             dataset_name = "synth-cir"
-        elif reader == "fashioniq":
+        elif reader in _REAL:
             data_root = cfg.data_root or os.environ.get("CL_FIR_DATA")
+            name, folder, allowed, _default = _REAL[reader]
             if not data_root:
-                raise ConfigError(f"scenario {spec.name} reads FashionIQ: give --data-root DIR (or set CL_FIR_DATA)")
-            root, dataset_name = Path(data_root), "FashionIQ"
+                raise ConfigError(f"scenario {spec.name} reads {name}: give --data-root DIR (or set CL_FIR_DATA)")
+            root, dataset_name = Path(data_root), name
             categories = params.pop("categories", None)
-            options = {k: params.pop(k) for k in ("gallery", "shared_images", "extension") if k in params}
+            options = {k: params.pop(k) for k in allowed if k in params}
             if params:
-                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(params))} for the fashioniq reader")
+                raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(params))} for the {reader} reader")
         else:
-            raise ConfigError(f"{where}: reader must be 'synth-cir' or 'fashioniq' for the composed family, "
-                              f"got {reader!r}")
+            raise ConfigError(f"{where}: reader must be one of synth-cir, {', '.join(_REAL)} for the composed "
+                              f"family, got {reader!r}")
         from cl_fir.data.synth_composed import CATEGORIES
 
-        all_categories = tuple(categories or (CATEGORIES if reader == "synth-cir" else ("dress", "shirt", "toptee")))
+        all_categories = tuple(categories or (CATEGORIES if reader == "synth-cir" else _REAL[reader][3]))
         self.data_root = root
         self.problems = ProblemLog()
-        split = "val" if cfg.eval.split in ("valid", "val", "test") else cfg.eval.split
         try:
-            train = read_fashioniq(root / "fashionIQ", "train", all_categories, problems=self.problems, **options)
-            test = read_fashioniq(root / "fashionIQ", split, all_categories, problems=self.problems, **options)
+            train, test = _read_splits(reader, root, all_categories, cfg.eval.split, self.problems, options)
         except ValueError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         groups = _composed_groups(spec, all_categories)
@@ -200,7 +202,8 @@ class ComposedScenario:
 
     def _task(self, a: int, test: ComposedSplit, images: _Images) -> ComposedTask:
         name = self.meta.names[a]
-        gallery = [k for k in test.galleries.get(name, []) if k not in self._bad]
+        shared = test.galleries.get(name, test.galleries.get("*", []))   # Shoes, Fashion200k: one gallery
+        gallery = [k for k in shared if k not in self._bad]
         index = {k: i for i, k in enumerate(gallery)}
         queries, targets, excluded = [], [], []
         skipped = 0
@@ -266,6 +269,28 @@ class ComposedScenario:
                       for a, i in zip(self.tasks, self.task_increment)],
             "data": self.data_report,
         }
+
+
+#: reader -> (dataset name, folder, accepted [dataset] keys, categories in order)
+_REAL = {
+    "fashioniq": ("FashionIQ", "fashionIQ", ("gallery", "shared_images", "extension"), FASHIONIQ_CATEGORIES),
+    "shoes": ("Shoes", "shoes", (), SHOES_CATEGORIES),
+    "fashion200k": ("Fashion200k", "fashion200k", (), FASHION200K_CATEGORIES),
+}
+
+
+def _read_splits(reader: str, root: Path, categories, eval_split: str, problems: ProblemLog, options: dict):
+    """(train, evaluation) splits: FashionIQ train/val (test targets are withheld), Shoes
+    train/eval, Fashion200k train/test; synth-cir is written as FashionIQ."""
+    if reader in ("synth-cir", "fashioniq"):
+        folder = root / "fashionIQ"
+        return (read_fashioniq(folder, "train", categories, problems=problems, **options),
+                read_fashioniq(folder, "val", categories, problems=problems, **options))
+    if reader == "shoes":
+        return read_shoes(root / "shoes", "train", problems), read_shoes(root / "shoes", "eval", problems)
+    folder = root / "fashion200k"
+    return (read_fashion200k(folder, "train", categories, problems),
+            read_fashion200k(folder, "test", categories, problems))
 
 
 def _composed_groups(spec, categories: tuple[str, ...]) -> list[list[int]]:

@@ -108,3 +108,55 @@ def test_bad_composed_settings_are_named(cir_scenario, tmp_path):
     bad.write_text(TINY_CIR.replace("{gallery}", "split").replace("{groups}", "2"))
     with pytest.raises(ConfigError, match="groups must divide the 3 categories"):
         execute_run(resolve_config("finetune", str(bad), output_dir=str(tmp_path / "out2")))
+
+
+def _tiny(reader: str, increments: str, dataset: str = "") -> str:
+    rest = TINY_CIR.split("[model]", 1)[1]
+    return (f'name = "tiny-{reader}"\nfamily = "composed"\n\n[dataset]\nreader = "{reader}"\n{dataset}\n'
+            f"[increments]\n{increments}\n\n[model]{rest}").replace('split = "valid"', 'split = "test"')
+
+
+def _jpeg(path, colour):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new("RGB", (40, 40), colour).save(path)
+
+
+def test_shoes_and_fashion200k_scenarios_run_from_their_distributed_files(tmp_path, cache_dir):
+    root = tmp_path / "data"
+    shoes = root / "shoes"
+    names = {s: [f"img_womens_{c}_{i}.jpg" for c in ("boots", "clogs") for i in r]
+             for s, r in (("train", range(1, 9)), ("eval", range(9, 15)))}
+    for split, files in names.items():
+        (shoes.mkdir(parents=True, exist_ok=True), (shoes / f"{split}_im_names.txt").write_text("\n".join(files)))
+        for i, name in enumerate(files):
+            _jpeg(shoes / "attributedata" / ("womens_" + name.split("_")[2]) / "0" / name, (20 * i, 100, 50))
+    caps = [{"ImageName": files[i + 1], "ReferenceImageName": files[i], "RelativeCaption": f"is darker {i}"}
+            for files in names.values() for i in range(len(files) - 1) if files[i].split("_")[2] ==
+            files[i + 1].split("_")[2]]
+    (shoes / "relative_captions_shoes.json").write_text(json.dumps(caps))
+    f200k = root / "fashion200k"
+    for split, colours in (("train", ("red", "blue", "green")), ("test", ("black", "white"))):
+        for cat, folder in (("dress", "dresses"), ("skirt", "skirts")):
+            lines = []
+            for i, (colour, fabric) in enumerate((c, f) for c in colours for f in ("silk", "cotton")):
+                key = f"women/{folder}/casual/{split}{i}/{split}{i}_0.jpeg"
+                _jpeg(f200k / key, (40 * i, 20, 200))
+                lines.append(f"{key}\t0.9\t{colour} {fabric} {cat}")
+            (f200k / "labels").mkdir(parents=True, exist_ok=True)
+            (f200k / "labels" / f"{cat}_{split}_detect_all.txt").write_text("\n".join(lines) + "\n")
+    (f200k / "test_queries.txt").write_text(
+        "women/dresses/casual/test0/test0_0.jpeg women/dresses/casual/test2/test2_0.jpeg\n"
+        "women/skirts/casual/test1/test1_0.jpeg women/skirts/casual/test3/test3_0.jpeg\n")
+    for reader, increments, dataset in (
+            ("shoes", 'categories = [["womens_boots"], ["womens_clogs"]]', ""),
+            ("fashion200k", 'categories = [["dress"], ["skirt"]]', 'categories = ["dress", "skirt"]\n')):
+        path = tmp_path / f"{reader}.toml"
+        path.write_text(_tiny(reader, increments, dataset))
+        run = execute_run(resolve_config("finetune", str(path), output_dir=str(tmp_path / "out"),
+                                         data_root=str(root)))
+        info = json.loads((run / "run.json").read_text())
+        assert info["status"] == "complete" and [t["num_train"] > 0 for t in info["tasks"]] == [True, True]
+        shared_gallery = {t["num_candidates"] for t in info["tasks"]}
+        assert len(shared_gallery) == 1          # one gallery for every category

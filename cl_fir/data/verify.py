@@ -122,8 +122,8 @@ def resolve_names(name: str) -> list[tuple[str, str]]:
         if reader == "asen-meta":
             keys = spec.dataset.get("keys") or [spec.dataset.get("key")]
             return [("asen-meta", k) for k in keys]
-        if reader == "fashioniq":
-            return [("composed", "FashionIQ")]
+        if reader in ("fashioniq", "shoes", "fashion200k"):
+            return [("composed", {"fashioniq": "FashionIQ", "shoes": "Shoes", "fashion200k": "Fashion200k"}[reader])]
         raise ConfigError(f"scenario {name!r} uses the {reader!r} reader, which generates its data; nothing to verify")
     raise ConfigError(f"unknown dataset {name!r}; expected one of fashionai, darn, deepfashion, zappos50k, "
                       f"fashioniq, shoes, fashion200k or a scenario name")
