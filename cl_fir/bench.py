@@ -113,7 +113,9 @@ def bench_train(backbone: str = "resnet18", image_size: int = 112, batch_size: i
     harness_model = setup.prepare_model(build_model(cfg.model, n_attr, [0] * n_attr))
     bare_model = copy.deepcopy(harness_model)
     strategy = get_strategy_class("finetune")()
-    loop = TrainingLoop(cfg, None, strategy, harness_model, setup, CostMeter(setup, 0.0))
+    from types import SimpleNamespace
+
+    loop = TrainingLoop(cfg, SimpleNamespace(protocol="ranking"), strategy, harness_model, setup, CostMeter(setup, 0.0))
     loop.cost.start(0)
     loop.optimizer, _ = strategy.make_optimizer(loop)
     loop.increment = type("Increment", (), {"index": 0})()
