@@ -1,7 +1,9 @@
 """Exact retrieval metrics, vectorised and chunked; the same code runs on CPU and GPU.
 
 Ranking: candidates sorted by decreasing dot-product similarity; ties are broken by
-candidate order (a stable sort), so results are deterministic.
+candidate order (a stable sort), so results are deterministic. Similarities are float32,
+or float64 when the query embeddings are float64 (the benchmark ranks float64 embeddings
+so that it can compare values with an independent scorer exactly).
 
 * **AP** (ASEN protocol, ``reference/datasets.md`` 5): the sum of precision@i over the
   relevant positions i, divided by the number R of relevant candidates in the whole
@@ -43,8 +45,9 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
     """
     q = _as_tensor(query_emb)
     device = q.device
-    q = q.float()
-    c = _as_tensor(cand_emb, device=device).float()
+    dtype = torch.float64 if q.dtype == torch.float64 else torch.float32   # float64 in, float64 similarities
+    q = q.to(dtype)
+    c = _as_tensor(cand_emb, device=device).to(dtype)
     ql = _as_tensor(query_labels, device=device).long().reshape(-1)
     cl = _as_tensor(cand_labels, device=device).long().reshape(-1)
     if q.ndim != 2 or c.ndim != 2 or q.shape[1] != c.shape[1]:
