@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import ConcatDataset, Dataset
+from torch.utils.data import Dataset
 
 from cl_fir.config import RunConfig
 from cl_fir.data.asen_meta import AttributeMeta, SampleTable
@@ -183,14 +183,15 @@ class ComposedScenario:
             self.increments.append(ComposedIncrement(i, tuple(group), SampleTable(ids, tasks, np.zeros_like(ids))))
         self.eval_tasks = {a: self._task(a, test, eval_images) for inc in self.increments for a in inc.attributes}
         self.benchmark = None   # composed data is not exposed as an Avalanche benchmark yet
-        self.image_datasets: list = []
 
     # ------------------------------------------------------------------ building
 
     def _check(self, train: ComposedSplit, test: ComposedSplit, level, cfg, progress_factory, strict) -> dict:
         paths = {**train.image_path, **test.image_path}
         keys = sorted(paths)
-        check = check_images([paths[k] for k in keys], level, None, progress_factory)
+        from cl_fir.scenario import _cache_dir
+
+        check = check_images([paths[k] for k in keys], level, _cache_dir(cfg), progress_factory)
         self._bad = {keys[i] for i in check.bad}
         if strict and self._bad:
             raise ConfigError(f"{len(self._bad)} of {len(keys)} images of scenario {self.name} are missing or "
@@ -242,9 +243,9 @@ class ComposedScenario:
         return [a for inc in self.increments[: increment + 1] for a in inc.attributes]
 
     def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
+        """All training triplets as one dataset; the table's image_ids index it."""
         table = SampleTable.concat([self.increments[i].train_table for i in increment_indices])
-        datasets = [ComposedTripletDataset(self._rows, self._train_images)]
-        return datasets[0] if len(datasets) == 1 else ConcatDataset(datasets), table
+        return ComposedTripletDataset(self._rows, self._train_images), table
 
     def training_texts(self) -> list[str]:
         """Every training query text of every increment (the vocabulary's source)."""
