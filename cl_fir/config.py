@@ -27,6 +27,9 @@ class ModelConfig:
     weights: str | None = None              # local checkpoint for the backbone (timm/torchvision keys)
     head: str = "asen"                      # embedding head: asen (ASEN_v2 attention) | crt (coded residual)
     head_kwargs: dict = field(default_factory=dict)   # e.g. crt: num_prototypes, second_prototypes, residual
+    text_encoder: str = "gru"               # composed family: gru (from scratch) | sentence-transformer
+    text_checkpoint: str | None = None      # local sentence-transformers folder (never downloaded)
+    text_lr_multiplier: float = 0.01        # learning rate of the sentence-transformer x this (MGUR: 0.01)
 
 
 @dataclass

@@ -160,3 +160,16 @@ def test_shoes_and_fashion200k_scenarios_run_from_their_distributed_files(tmp_pa
         assert info["status"] == "complete" and [t["num_train"] > 0 for t in info["tasks"]] == [True, True]
         shared_gallery = {t["num_candidates"] for t in info["tasks"]}
         assert len(shared_gallery) == 1          # one gallery for every category
+
+
+def test_a_local_sentence_transformer_replaces_the_gru(cir_scenario, tmp_path):
+    pytest.importorskip("sentence_transformers")
+    from test_text_and_compositor import _tiny_sentence_transformer
+
+    checkpoint = _tiny_sentence_transformer(tmp_path / "st")
+    run = execute_run(resolve_config("finetune", str(cir_scenario), output_dir=str(tmp_path / "out"), overrides={
+        "model.text_encoder": "sentence-transformer", "model.text_checkpoint": str(checkpoint)}))
+    assert load_run(run).complete
+    with pytest.raises(ConfigError, match="needs model.text_checkpoint"):
+        execute_run(resolve_config("finetune", str(cir_scenario), output_dir=str(tmp_path / "out2"),
+                                   overrides={"model.text_encoder": "sentence-transformer"}))

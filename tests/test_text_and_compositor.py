@@ -39,3 +39,41 @@ def test_tirg_is_gate_times_image_plus_residual():
     expected = comp.weights[0] * gate * x + comp.weights[1] * comp.residual(z)
     torch.testing.assert_close(comp(x, t), expected)
     assert comp.weights.tolist() == [1.0, 10.0]
+
+
+def _tiny_sentence_transformer(folder):
+    """A tiny BERT sentence-transformer saved locally (random weights, our own vocabulary)."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer import modules as models
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    hf = folder / "hf"
+    hf.mkdir(parents=True)
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "make", "it", "red", "blue", "with", "long", "sleeves"]
+    (hf / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizerFast(vocab_file=str(hf / "vocab.txt")).save_pretrained(hf)
+    config = BertConfig(vocab_size=len(words), hidden_size=8, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=16, max_position_embeddings=32)
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(hf)
+    word = models.Transformer(str(hf), max_seq_length=16)
+    SentenceTransformer(modules=[word, models.Pooling(8)]).save(str(folder / "st"))
+    return folder / "st"
+
+
+def test_local_sentence_transformer_text_encoder(tmp_path):
+    import pytest
+
+    pytest.importorskip("sentence_transformers")
+    from cl_fir.errors import ConfigError
+    from cl_fir.models.text_encoder import SentenceTransformerTextEncoder
+    from cl_fir.strategy import parameter_groups
+
+    enc = SentenceTransformerTextEncoder(str(_tiny_sentence_transformer(tmp_path)), out_dim=5, lr_multiplier=0.01)
+    out = enc(["make it red", "with long sleeves"])
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    groups = {g["lr"]: len(g["params"]) for g in parameter_groups(enc.parameters(), lr=1.0)}
+    assert set(groups) == {1.0, 0.01} and groups[1.0] == 4       # BatchNorm and projection at the base rate
+    with pytest.raises(ConfigError, match="is not a folder"):
+        SentenceTransformerTextEncoder(str(tmp_path / "missing"), out_dim=5)

@@ -28,12 +28,14 @@ from cl_fir.models.text_encoder import GRUTextEncoder, Vocabulary
 
 class ComposedRetrievalModel(nn.Module):
     def __init__(self, backbone: FeatureMapBackbone, vocabulary: Vocabulary, embed_dim: int, num_heads: int,
-                 head_of_task: Sequence[int], word_dim: int = 300, text_hidden: int = 512):
+                 head_of_task: Sequence[int], word_dim: int = 300, text_hidden: int = 512,
+                 text_encoder: nn.Module | None = None):
         super().__init__()
         self.backbone = backbone
         self.project = nn.Linear(backbone.out_channels, embed_dim)
         self.vocabulary = vocabulary
-        self.text_encoder = GRUTextEncoder(len(vocabulary), embed_dim, word_dim, text_hidden)
+        #: a GRU over the vocabulary, or a module mapping a list of texts to (B, embed_dim)
+        self.text_encoder = text_encoder or GRUTextEncoder(len(vocabulary), embed_dim, word_dim, text_hidden)
         self.heads = nn.ModuleList(TIRGCompositor(embed_dim, embed_dim) for _ in range(num_heads))
         self.register_buffer("head_of_attribute", torch.as_tensor(list(head_of_task), dtype=torch.long),
                              persistent=False)
@@ -45,6 +47,8 @@ class ComposedRetrievalModel(nn.Module):
         return self.backbone(images)
 
     def text_features(self, texts: Sequence[str], device) -> torch.Tensor:
+        if not isinstance(self.text_encoder, GRUTextEncoder):
+            return self.text_encoder(list(texts))
         tokens, lengths = self.vocabulary.encode(list(texts))
         return self.text_encoder(tokens.to(device), lengths)
 

@@ -105,8 +105,18 @@ def build_composed_model(cfg: ModelConfig, scenario, head_of_task: Sequence[int]
     backbone = FeatureMapBackbone(cfg.backbone, cfg.feature_index, **cfg.backbone_kwargs)
     num_heads = max(head_of_task) + 1 if len(head_of_task) else 1
     vocabulary = Vocabulary.build(scenario.training_texts())
+    text = None
+    if cfg.text_encoder == "sentence-transformer":
+        from cl_fir.models.text_encoder import SentenceTransformerTextEncoder
+
+        if not cfg.text_checkpoint:
+            raise ConfigError("model.text_encoder = 'sentence-transformer' needs model.text_checkpoint = FOLDER "
+                              "(a sentence-transformers model saved on this machine)")
+        text = SentenceTransformerTextEncoder(cfg.text_checkpoint, cfg.embed_dim, cfg.text_lr_multiplier)
+    elif cfg.text_encoder != "gru":
+        raise ConfigError(f"model.text_encoder: expected gru or sentence-transformer, got {cfg.text_encoder!r}")
     return ComposedRetrievalModel(backbone, vocabulary, cfg.embed_dim, num_heads, head_of_task,
-                                  word_dim=cfg.attr_dim, text_hidden=cfg.embed_dim)
+                                  word_dim=cfg.attr_dim, text_hidden=cfg.embed_dim, text_encoder=text)
 
 
 def build_model(cfg: ModelConfig, num_attributes: int, head_of_attribute: Sequence[int]) -> RetrievalModel:

@@ -67,3 +67,41 @@ class GRUTextEncoder(nn.Module):
         packed = pack_padded_sequence(self.embedding(tokens), lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, hidden = self.gru(packed)
         return self.project(hidden[-1])
+
+
+class SentenceTransformerTextEncoder(nn.Module):
+    """A local sentence-transformers checkpoint (a folder saved by ``SentenceTransformer.save``),
+    fine-tuned at ``lr_multiplier`` x the base learning rate (MGUR trains RoBERTa at 0.01x),
+    then ``BatchNorm1d`` and a linear projection to ``out_dim`` (MGUR's text head). Nothing is
+    downloaded: the folder must exist and the Hugging Face hub is switched to offline mode.
+    Needs the ``text`` extra (``pip install 'cl-fir[text]'``)."""
+
+    def __init__(self, checkpoint: str, out_dim: int, lr_multiplier: float = 0.01):
+        super().__init__()
+        import os
+        from pathlib import Path
+
+        from cl_fir.errors import ConfigError
+
+        if not Path(checkpoint).is_dir():
+            raise ConfigError(f"model.text_checkpoint: {checkpoint} is not a folder; give a sentence-transformers "
+                              f"model saved on this machine (cl-fir never downloads weights)")
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ConfigError("model.text_encoder = 'sentence-transformer' needs the sentence-transformers package: "
+                              "pip install 'cl-fir[text]'") from None
+        self.model = SentenceTransformer(str(checkpoint), device="cpu", local_files_only=True)
+        for p in self.model.parameters():
+            p.lr_multiplier = lr_multiplier
+        dim = self.model.get_embedding_dimension()
+        self.norm = nn.BatchNorm1d(dim)
+        self.project = nn.Linear(dim, out_dim)
+
+    def forward(self, texts: Sequence[str]) -> torch.Tensor:
+        device = self.project.weight.device
+        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+                    for k, v in self.model.tokenize(list(texts)).items()}
+        return self.project(self.norm(self.model(features)["sentence_embedding"].float()))
