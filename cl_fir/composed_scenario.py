@@ -35,6 +35,7 @@ from cl_fir.data.image_dataset import load_rgb
 from cl_fir.data.problems import ProblemLog
 from cl_fir.data.transforms import build_transforms
 from cl_fir.errors import ConfigError
+from cl_fir.scenario import IncrementViews
 
 
 @dataclass
@@ -114,7 +115,7 @@ def query_text(texts: list[str]) -> str:
     return " and ".join(t.strip() for t in texts if t.strip())
 
 
-class ComposedScenario:
+class ComposedScenario(IncrementViews):
     protocol = "composed"
     label_fraction = 1.0
 
@@ -225,22 +226,7 @@ class ComposedScenario:
         return ComposedTask(a, name, _QueryDataset(queries, images), _GalleryDataset(gallery, images), targets,
                             excluded)
 
-    # ------------------------------------------------------------------ views (as the attribute family)
-
-    @property
-    def tasks(self) -> list[int]:
-        return [a for inc in self.increments for a in inc.attributes]
-
-    @property
-    def task_names(self) -> list[str]:
-        return [self.meta.names[a] for a in self.tasks]
-
-    @property
-    def task_increment(self) -> np.ndarray:
-        return np.asarray([inc.index for inc in self.increments for _ in inc.attributes], dtype=np.int64)
-
-    def seen_tasks(self, increment: int) -> list[int]:
-        return [a for inc in self.increments[: increment + 1] for a in inc.attributes]
+    # ------------------------------------------------------------------ data
 
     def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
         """All training triplets as one dataset; the table's image_ids index it."""

@@ -222,7 +222,28 @@ class TripletTask:
 EvalTask = RankingTask | TripletTask
 
 
-class Scenario:
+class IncrementViews:
+    """Task order views shared by every scenario family (needs ``increments`` and ``meta``)."""
+
+    @property
+    def tasks(self) -> list[int]:
+        """Task ids (attributes, or categories) in the order they are learned (the matrix columns)."""
+        return [a for inc in self.increments for a in inc.attributes]
+
+    @property
+    def task_names(self) -> list[str]:
+        return [self.meta.names[a] for a in self.tasks]
+
+    @property
+    def task_increment(self) -> np.ndarray:
+        """For each matrix column, the increment in which that task is learned."""
+        return np.asarray([inc.index for inc in self.increments for _ in inc.attributes], dtype=np.int64)
+
+    def seen_tasks(self, increment: int) -> list[int]:
+        return [a for inc in self.increments[: increment + 1] for a in inc.attributes]
+
+
+class Scenario(IncrementViews):
     """A built scenario: increments, the Avalanche benchmark and the evaluation tasks.
 
     Every image the scenario uses is checked when it is built (``[dataset] image_check``,
@@ -341,25 +362,6 @@ class Scenario:
         """Images that fail to load during the run are replaced, and each failure is appended here."""
         for ds in self.image_datasets:
             ds.failure_log = None if path is None else str(path)
-
-    # ------------------------------------------------------------------ views
-
-    @property
-    def tasks(self) -> list[int]:
-        """Attribute ids in the order they are learned (the matrix columns)."""
-        return [a for inc in self.increments for a in inc.attributes]
-
-    @property
-    def task_names(self) -> list[str]:
-        return [self.meta.names[a] for a in self.tasks]
-
-    @property
-    def task_increment(self) -> np.ndarray:
-        """For each matrix column, the increment in which that task is learned."""
-        return np.asarray([inc.index for inc in self.increments for _ in inc.attributes], dtype=np.int64)
-
-    def seen_tasks(self, increment: int) -> list[int]:
-        return [a for inc in self.increments[: increment + 1] for a in inc.attributes]
 
     def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
         """The train-transformed dataset of the given increments and its aligned sample table."""

@@ -7,6 +7,8 @@ import json
 import numpy as np
 import pytest
 
+from conftest import TINY_SCENARIO
+
 from cl_fir.data.composed import read_fashioniq
 from cl_fir.data.synth_composed import CATEGORIES, SynthComposedConfig, ensure_synth_composed
 from cl_fir.errors import ConfigError
@@ -28,24 +30,8 @@ gallery = "{gallery}"
 
 [increments]
 groups = {groups}
-
-[model]
-backbone = "test_resnet"
-feature_index = 3
-embed_dim = 16
-attr_dim = 8
-
-[transforms]
-resize = 32
-crop = 32
-hflip = false
-
-[train]
-epochs = 2
-samples_per_epoch = 16
-batch_size = 8
-lr = 1e-3
-
+""" + TINY_SCENARIO[TINY_SCENARIO.index("[model]"):TINY_SCENARIO.index("[eval]")].replace(
+    "crop = 32", "crop = 32\nhflip = false").replace("epochs = 1", "epochs = 2") + """
 [eval]
 split = "valid"
 """
