@@ -97,6 +97,14 @@ def run(
     config: Annotated[Optional[Path], typer.Option(help="TOML run file: strategy, scenario, seed, ... at the top, "
                                                         "model/train/loss/eval/transforms tables and an options table "
                                                         "(strategy options); command-line options win over it.")] = None,
+    eval_mode: Annotated[Optional[str], typer.Option(
+        help="eval.mode: plain, or prioritized (MODC's ranking, recorded beside plain as prio_* metrics).")] = None,
+    query_labels: Annotated[Optional[str], typer.Option(
+        help="eval.query_labels for prioritized retrieval: pseudo (nearest stored centroid) or known "
+             "(uses the query's true value at test time).")] = None,
+    prio_topk: Annotated[Optional[int], typer.Option(
+        help="eval.prio_topk: a candidate is ranked first when the query's class is among its k nearest "
+             "centroids (1 or 2 in MODC).")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Train a strategy on a scenario, evaluating every seen task after each increment."""
@@ -116,7 +124,8 @@ def run(
         for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
                            ("train.batch_size", batch_size), ("train.lr", lr), ("train.num_workers", num_workers),
                            ("train.checkpoint_every", checkpoint_every), ("model.weights", weights),
-                           ("model.head", head),
+                           ("model.head", head), ("eval.mode", eval_mode), ("eval.query_labels", query_labels),
+                           ("eval.prio_topk", prio_topk),
                            ("device", device), ("precision", precision), ("data_root", data_root),
                            ("cache_dir", cache_dir), ("strict", strict or None),
                            ("deterministic", deterministic or None)):
@@ -133,6 +142,7 @@ def run(
     for key, value in (("train.epochs", epochs), ("train.samples_per_epoch", samples_per_epoch),
                        ("train.batch_size", batch_size), ("train.lr", lr), ("train.num_workers", num_workers),
                        ("train.checkpoint_every", checkpoint_every), ("model.head", head),
+                       ("eval.mode", eval_mode), ("eval.query_labels", query_labels), ("eval.prio_topk", prio_topk),
                        ("model.weights", str(weights) if weights else None)):
         if value is not None:
             overrides[key] = value

@@ -54,6 +54,9 @@ class EvalConfig:
     recall_ks: list[int] = field(default_factory=lambda: [1, 10, 100])
     embedding_stats: bool = True            # also MAP@R, NMI, embedding space density, spectral decay
     modc_metrics: bool = True               # also MODC's MAP@k (divided by hits in the top k) and recall@k (share of R)
+    mode: str = "plain"                     # plain | prioritized (MODC's ranking, also recorded beside plain)
+    query_labels: str = "pseudo"            # prioritized: known (test-time labels!) | pseudo (nearest centroid)
+    prio_topk: int = 1                      # prioritized: a candidate is first when the query's class is in its top-k
 
 
 @dataclass
@@ -133,6 +136,10 @@ class RunConfig:
             (e.split in ("valid", "test"), "eval.split", "'valid' or 'test'", e.split),
             (e.batch_size >= 1, "eval.batch_size", "an integer >= 1", e.batch_size),
             (e.map_k >= 1, "eval.map_k", "an integer >= 1", e.map_k),
+            (e.mode in ("plain", "prioritized"), "eval.mode (--eval-mode)", "plain or prioritized", e.mode),
+            (e.query_labels in ("known", "pseudo"), "eval.query_labels (--query-labels)", "known or pseudo",
+             e.query_labels),
+            (e.prio_topk >= 1, "eval.prio_topk (--prio-topk)", "an integer >= 1", e.prio_topk),
             (bool(e.recall_ks) and all(k >= 1 for k in e.recall_ks), "eval.recall_ks", "a list of integers >= 1",
              e.recall_ks),
             (self.model.embed_dim >= 1, "model.embed_dim", "an integer >= 1", self.model.embed_dim),

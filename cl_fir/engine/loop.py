@@ -17,13 +17,14 @@ import math
 import time
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 
 from cl_fir.config import RunConfig
 from cl_fir.engine.cost import CostMeter
-from cl_fir.engine.data_division import DataDivision
+from cl_fir.engine.data_division import DataDivision, untransformed_view
 from cl_fir.engine.distributed import DistributedContext
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.progress import Reporter
@@ -65,6 +66,11 @@ class TrainingLoop:
         self.dist = dist or DistributedContext()
         if self.dist.enabled and getattr(scenario, "protocol", None) == "composed":
             raise ConfigError("composed-retrieval scenarios run in one process for now (no torchrun)")
+        if cfg.eval.mode == "prioritized" and getattr(scenario, "protocol", "ranking") != "ranking":
+            raise ConfigError(f"eval.mode (--eval-mode) prioritized needs attribute values (ranking protocol); "
+                              f"scenario {scenario.name} uses the {scenario.protocol} protocol")
+        #: attribute -> (class centroids (values x D), valid values): prioritised retrieval's stored centroids
+        self.task_centroids: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.scenario = scenario
         self.strategy = strategy
         self.model = model
@@ -111,6 +117,8 @@ class TrainingLoop:
         for inc in self.scenario.increments[start_increment:stop_increment]:
             self.train_increment(inc, resume if resume is not None and resume["increment"] == inc.index else None)
             self.dist.check_in_sync(self.model, f"after increment {inc.index + 1}")
+            if self.cfg.eval.mode == "prioritized":
+                self.store_centroids()
             if self.dist.is_main:
                 results = self.evaluate_increment(inc)
                 if self.on_increment_end is not None:
@@ -268,11 +276,43 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ evaluation
 
+    @torch.inference_mode()
+    def store_centroids(self) -> None:
+        """Class centroids of the tasks trained in this increment, from their labelled training
+        images (un-augmented), kept frozen afterwards (``reference/modc_asenpp.md`` 3.2, "stored")."""
+        dataset, table = self.scenario.training_data(self.strategy.training_increments(self))
+        view = untransformed_view(dataset)
+        modes = {m: m.training for m in self.model.modules()}
+        self.model.eval()
+        try:
+            for a in sorted(set(table.attributes.tolist())):
+                rows = np.flatnonzero(table.attributes == a)
+                chunks = []
+                for images, *_ in DataLoader(Subset(view, rows.tolist()), batch_size=self.cfg.eval.batch_size,
+                                             num_workers=self.num_workers):
+                    images = self.setup.to_device(images)
+                    attrs = torch.full((images.shape[0],), a, dtype=torch.long, device=self.setup.device)
+                    with self.setup.autocast():
+                        chunks.append(self.model(images, attrs).float())
+                emb, values = torch.cat(chunks), torch.as_tensor(table.values[rows], device=self.setup.device)
+                num_values = self.scenario.meta.num_values[a]
+                means = torch.zeros(num_values, emb.shape[1], device=emb.device)
+                valid = torch.zeros(num_values, dtype=torch.bool)
+                for v in torch.unique(values).tolist():
+                    means[v] = F.normalize(emb[values == v].mean(dim=0), dim=0)
+                    valid[v] = True
+                self.task_centroids[a] = (means.cpu(), valid)
+                self.cost.add_forward_only(len(rows))
+        finally:
+            for m, mode in modes.items():
+                m.training = mode
+
     def evaluate_increment(self, inc: Increment) -> dict:
         self.strategy.before_eval(self)
         start = time.perf_counter()
         tasks = [self.scenario.eval_tasks[a] for a in self.scenario.seen_tasks(inc.index)]
-        results, images = evaluate_tasks(self.model, tasks, self.setup, self.cfg.eval, self.num_workers)
+        results, images = evaluate_tasks(self.model, tasks, self.setup, self.cfg.eval, self.num_workers,
+                                         centroids=self.task_centroids)
         self.cost.current.eval_seconds += time.perf_counter() - start
         self.cost.current.eval_images += images
         self.strategy.after_eval(self)
@@ -286,6 +326,7 @@ class TrainingLoop:
             "strategy": self.strategy.state_dict(),
             "iteration": self.iteration,
             "division": self.division.state_dict() if self.division is not None else None,
+            "task_centroids": self.task_centroids,
         }
 
     def position_state(self) -> dict:
@@ -314,3 +355,4 @@ class TrainingLoop:
         self.iteration = int(state["iteration"])
         if self.division is not None and state.get("division") is not None:
             self.division.load_state_dict(state["division"])
+        self.task_centroids = dict(state.get("task_centroids") or {})

@@ -43,7 +43,28 @@ def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
     names = ["map_all", f"map@{cfg.map_k}", *[f"recall@{k}" for k in cfg.recall_ks]]
     if cfg.modc_metrics:
         names += [f"modc_map@{cfg.map_k}", f"modc_recall@{cfg.map_k}"]
+    if cfg.mode == "prioritized":
+        names += [f"{prioritized_prefix(cfg)}{m}" for m in ("map_all", f"map@{cfg.map_k}", f"modc_map@{cfg.map_k}",
+                                                           f"modc_recall@{cfg.map_k}")] + ["pl_acc"]
     return names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
+
+
+def prioritized_prefix(cfg: EvalConfig) -> str:
+    """Metric-name prefix of prioritised retrieval, naming the query labels it used."""
+    return f"prio_{cfg.query_labels}_top{cfg.prio_topk}_"
+
+
+def priority_inputs(q: torch.Tensor, c: torch.Tensor, true_values, centroids: torch.Tensor, valid: torch.Tensor,
+                    query_labels: str, topk: int):
+    """``(query class, candidate top-k clusters, pseudo-label accuracy)`` from class centroids
+    (values x D, ``valid`` marking values that had training images)."""
+    mu = centroids.to(q.device, q.dtype)
+    block = torch.where(valid.to(q.device), 0.0, float("-inf"))
+    pseudo = (q @ mu.t() + block).argmax(dim=1)
+    top = (c @ mu.t() + block).topk(min(topk, int(valid.sum())), dim=1).indices
+    truth = torch.as_tensor(np.asarray(true_values), device=q.device).long()
+    qclass = truth if query_labels == "known" else pseudo
+    return qclass, top, 100.0 * float((pseudo == truth).float().mean())
 
 
 #: Per-task statistics of the task's evaluation embeddings (queries and candidates, label = value).
@@ -80,6 +101,19 @@ def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size
     return torch.cat(chunks)
 
 
+def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, float]:
+    """MODC's prioritised ranking with the task's stored class centroids."""
+    values = np.asarray(task.queries.table.values)
+    qclass, top, acc = priority_inputs(q, c, values, *centroid, cfg.query_labels, cfg.prio_topk)
+    k = cfg.map_k
+    s = retrieval_scores(q, task.queries.class_ids, c, task.candidates.class_ids, ap_ks=(None, k),
+                         modc_ks=(k,), priority=(qclass, top))
+    p = prioritized_prefix(cfg)
+    return {f"{p}map_all": 100.0 * float(s["ap"][None].mean()), f"{p}map@{k}": 100.0 * float(s["ap"][k].mean()),
+            f"{p}modc_map@{k}": 100.0 * float(s["modc_ap"][k].mean()),
+            f"{p}modc_recall@{k}": 100.0 * float(s["modc_recall"][k].mean()), "pl_acc": acc}
+
+
 @torch.inference_mode()
 def _evaluate_composed(model, task, setup: DeviceSetup, cfg: EvalConfig, num_workers: int):
     """Recall@K of the task's queries (reference image + text, through the task's compositor)
@@ -99,7 +133,7 @@ def _evaluate_composed(model, task, setup: DeviceSetup, cfg: EvalConfig, num_wor
 
 
 def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: EvalConfig,
-                   num_workers: int = 0) -> tuple[dict[int, dict[str, float]], int]:
+                   num_workers: int = 0, centroids: dict | None = None) -> tuple[dict[int, dict[str, float]], int]:
     """Metrics per task (keyed by attribute id) and the number of images embedded."""
     was_training = model.training
     model.eval()
@@ -130,6 +164,8 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
                 row[f"modc_recall@{cfg.map_k}"] = 100.0 * float(scores["modc_recall"][cfg.map_k].mean())
             if cfg.embedding_stats:
                 row.update(_embedding_stats(q, c, task, scores["ap@r"]))
+            if cfg.mode == "prioritized":
+                row.update(_prioritized(q, c, task, cfg, centroids[task.attribute]))
             results[task.attribute] = row
     finally:
         model.train(was_training)

@@ -36,8 +36,14 @@ def _as_tensor(x, device=None, dtype=None) -> torch.Tensor:
 
 def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequence[int | None] = (None,),
                      recall_ks: Sequence[int] = (), chunk_elements: int = DEFAULT_CHUNK_ELEMENTS,
-                     ap_at_r: bool = False, modc_ks: Sequence[int] = ()) -> dict:
+                     ap_at_r: bool = False, modc_ks: Sequence[int] = (),
+                     priority: tuple | None = None) -> dict:
     """Per-query scores in one ranking pass.
+
+    ``priority = (query_class (n_q,), candidate_top (n_c, k))`` ranks first, for each query,
+    the candidates whose top-k clusters contain the query's class (MODC's prioritised
+    retrieval, ``reference/modc_asenpp.md`` 1.5), each group by similarity: the scores of
+    those candidates are raised by 3, above any cosine, which keeps the order inside groups.
 
     Returns ``{"ap": {k: array}, "recall": {k: array}}`` with one value per query
     (``k=None`` is AP over the full list, MAP@all), ``"ap@r"`` when ``ap_at_r``, and
@@ -69,6 +75,11 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
     for start in range(0, n_q, rows):
         stop = min(n_q, start + rows)
         sims = q[start:stop] @ c.t()
+        if priority is not None:
+            qclass = _as_tensor(priority[0], device=device).long()[start:stop]
+            ctop = _as_tensor(priority[1], device=device).long()
+            first = (ctop[None, :, :] == qclass[:, None, None]).any(dim=2)
+            sims = sims + 3.0 * first.to(sims.dtype)
         order = torch.sort(-sims, dim=1, stable=True).indices
         rel = cl[order] == ql[start:stop, None]                  # relevance in rank order
         relf = rel.to(torch.float64)
