@@ -10,6 +10,8 @@ import torch
 from cl_fir.errors import ConfigError
 from cl_fir.evaluation.evaluator import priority_inputs
 from cl_fir.evaluation.retrieval import retrieval_scores
+from cl_fir.report.outputs import write_comparison
+from cl_fir.report.run_dir import load_run
 from cl_fir.runner import execute_run, resolve_config, resume_run
 
 
@@ -76,6 +78,11 @@ def test_runs_record_prioritized_metrics_beside_plain_and_resume_exactly(tiny_sc
     resume_run(split)
     for name in ("matrix_prio_known_top1_map_all.csv", "matrix.csv"):
         assert (split / name).read_text() == (full / name).read_text()
+    rows, markdown = write_comparison([load_run(full)], tmp_path / "cmp")[:2]
+    table = markdown.split("Prioritised retrieval")[1]
+    assert "| prio_known_top1 | yes |" in table       # known query labels are flagged as test-time information
+    final = rows[0]["prioritized"]["prio_known_top1"]["final"][0]
+    assert f"{final:.2f}" in table
 
 
 def test_prioritized_mode_needs_attribute_values(tmp_path, cache_dir):

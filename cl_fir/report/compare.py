@@ -118,9 +118,54 @@ def compare(runs: list[LoadedRun]) -> list[dict]:
             row[key], row[key + "_std"] = _mean_std([m[key] for m in per_run])
         row["tasks"] = {name: _mean_std([float(r.matrix[-1, j]) for r in members])
                         for j, name in enumerate(members[0].task_names)}
+        row["prioritized"] = _prioritized_summary(members)
         rows.append(row)
     rows.sort(key=lambda r: (r["scenario"], r["strategy"] == REFERENCE_STRATEGY, r["label"]))
     return rows
+
+
+def _read_matrix(path) -> np.ndarray:
+    lines = path.read_text().splitlines()[1:]
+    return np.asarray([[float(v) if v else math.nan for v in ln.split(",")[1:]] for ln in lines], dtype=np.float64)
+
+
+def _prioritized_summary(members: list[LoadedRun]) -> dict[str, dict[str, tuple[float, float]]]:
+    """Per prioritised ranking recorded by the runs (``matrix_prio_<labels>_top<k>_map_all.csv``):
+    average incremental and final MAP@all, and final pseudo-label accuracy, over seeds."""
+    out = {}
+    names = sorted({p.name for r in members for p in r.path.glob("matrix_prio_*_map_all.csv")})
+    for name in names:
+        per_run = []
+        for r in members:
+            path, acc_path = r.path / name, r.path / "matrix_pl_acc.csv"
+            if not path.is_file():
+                continue
+            m = _read_matrix(path)
+            acc = _read_matrix(acc_path) if acc_path.is_file() else None
+            per_run.append({"avg_inc": matrix_metrics.average_incremental(m, r.task_increment),
+                            "final": matrix_metrics.final_mean(m, r.task_increment),
+                            "pl_acc": matrix_metrics.final_mean(acc, r.task_increment) if acc is not None
+                            else math.nan})
+        ranking = name[len("matrix_"):-len("_map_all.csv")]
+        out[ranking] = {k: _mean_std([p[k] for p in per_run]) for k in ("avg_inc", "final", "pl_acc")}
+    return out
+
+
+def prioritized_markdown(rows: list[dict]) -> str:
+    """MODC's prioritised retrieval beside plain MAP@all; empty when no run recorded it. A
+    ``prio_known_*`` ranking uses each query's true value at test time."""
+    body = []
+    for r in rows:
+        for ranking, m in r.get("prioritized", {}).items():
+            uses = "yes" if ranking.startswith("prio_known") else "no"
+            body.append([r["scenario"], r["label"], ranking, uses, _cell(r, "final")]
+                        + [f"{m[k][0]:.2f}" for k in ("avg_inc", "final", "pl_acc")])
+    if not body:
+        return ""
+    header = ["scenario", "strategy", "ranking", "uses query labels at test time", "plain final",
+              "prioritised avg inc.", "prioritised final", "pseudo-label acc."]
+    return "Prioritised retrieval (MAP@all %; not comparable with plain rows when query labels are known)\n\n" \
+        + markdown_table(header, body)
 
 
 def _cell(row: dict, key: str) -> str:
