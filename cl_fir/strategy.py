@@ -142,6 +142,12 @@ class Strategy:
     def before_eval(self, loop: "TrainingLoop") -> None: ...
     def after_eval(self, loop: "TrainingLoop") -> None: ...
 
+    def class_centroids(self, loop: "TrainingLoop") -> dict | None:
+        """Centroids the strategy keeps for the tasks trained in this increment (attribute ->
+        (values x D, valid values)), used by prioritised retrieval; None: the loop's stored
+        class means."""
+        return None
+
     # ------------------------------------------------------------ state
 
     def state_dict(self) -> dict:

@@ -155,3 +155,25 @@ class ComposedBatchSampler(Sampler[list[int]]):
         for _ in range(self.num_batches):
             picks = rng.integers(len(self.tasks), size=self.batch_size)
             yield [int(self.by_task[t][rng.integers(len(self.by_task[t]))]) for t in picks]
+
+
+class ViewPairSampler(Sampler[list[int]]):
+    """Seeded batches of ``batch_size`` images drawn uniformly from ``rows`` (dataset
+    indices), each listed twice, ``[i_1..i_B, i_1..i_B]``: the two random augmentations
+    of one image form the pair (self-supervision, pseudo-labelled data). Combine it with
+    doublets through :class:`MixedDoubletSampler`."""
+
+    def __init__(self, rows, batch_size: int, num_batches: int, seed):
+        self.rows = np.asarray(rows, dtype=np.int64)
+        if self.rows.size == 0:
+            raise ConfigError("no images to draw view pairs from")
+        self.batch_size, self.num_batches, self.seed = batch_size, max(1, num_batches), seed
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self):
+        rng = np.random.default_rng(self.seed)
+        for _ in range(self.num_batches):
+            picked = self.rows[rng.integers(self.rows.size, size=self.batch_size)].tolist()
+            yield picked + picked

@@ -276,14 +276,22 @@ class TrainingLoop:
 
     # ------------------------------------------------------------------ evaluation
 
-    @torch.inference_mode()
     def store_centroids(self) -> None:
-        """Class centroids of the tasks trained in this increment, from their labelled training
-        images (un-augmented), kept frozen afterwards (``reference/modc_asenpp.md`` 3.2, "stored")."""
-        dataset, table = self.scenario.training_data(self.strategy.training_increments(self))
+        """Class centroids of the tasks trained in this increment, kept frozen afterwards
+        (``reference/modc_asenpp.md`` 3.2): the strategy's own when it keeps some (MODC's online
+        centroids), else the class means of their labelled training images ("stored")."""
+        own = self.strategy.class_centroids(self)
+        self.task_centroids.update(own if own is not None else self.class_means(self.strategy.training_increments(self)))
+
+    @torch.inference_mode()
+    def class_means(self, increments: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+        """attribute -> (unit-norm mean embedding of each value's labelled training images,
+        un-augmented, under the current model (values x D); which values have images)."""
+        dataset, table = self.scenario.training_data(increments)
         view = untransformed_view(dataset)
         modes = {m: m.training for m in self.model.modules()}
         self.model.eval()
+        out = {}
         try:
             for a in sorted(set(table.attributes.tolist())):
                 rows = np.flatnonzero(table.attributes == a)
@@ -301,11 +309,12 @@ class TrainingLoop:
                 for v in torch.unique(values).tolist():
                     means[v] = F.normalize(emb[values == v].mean(dim=0), dim=0)
                     valid[v] = True
-                self.task_centroids[a] = (means.cpu(), valid)
+                out[a] = (means.cpu(), valid)
                 self.cost.add_forward_only(len(rows))
         finally:
             for m, mode in modes.items():
                 m.training = mode
+        return out
 
     def evaluate_increment(self, inc: Increment) -> dict:
         self.strategy.before_eval(self)

@@ -1,0 +1,125 @@
+"""The parts of MODC's online deep clustering (reference/modc_asenpp.md 1.3-1.4).
+
+The MODC main text is not available; the supplement fixes which losses are active in
+which stage but gives no formula. Everything below is **our reconstruction** (the notes'
+proposal, ODC-style), kept to pure tensor functions so each is tested against a slow
+explicit loop:
+
+* :class:`CentroidBank`: one unit-norm centroid per class (class = attribute value, global
+  class id ``class_offsets[a] + value``), updated online by a per-batch EMA; classes can be
+  frozen (old increments' anchors);
+* :func:`cluster_loss`: softmax over the centroids of the sample's own attribute (tau_c),
+  centroids without gradient;
+* :meth:`CentroidBank.pseudo_labels`: nearest centroid of the attribute and its softmax
+  confidence;
+* :func:`simsiam_loss`: SimSiam's symmetric negative cosine with stop-gradient;
+* :func:`modc_stage`: the stage machine (warm-up, supervised, semi-supervised steps 1-4).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+#: stage index -> name; losses are cumulative along this order
+STAGES = ("warmup", "supervised", "semi1_ss_labelled", "semi2_ss_unlabelled", "semi3_instance_pseudo",
+          "semi4_cluster_pseudo")
+
+
+def modc_stage(epoch: int, warmup_epochs: int, supervised_epochs: int, step_epochs: int) -> int:
+    """Stage of an epoch of one increment: ``warmup_epochs`` of warm-up, ``supervised_epochs``
+    supervised, then the semi-supervised steps 1-3 of ``step_epochs`` each; step 4 runs to the
+    end (each step keeps the losses of the steps before it)."""
+    if epoch < warmup_epochs:
+        return 0
+    if epoch < warmup_epochs + supervised_epochs:
+        return 1
+    return 2 + min(3, (epoch - warmup_epochs - supervised_epochs) // max(1, step_epochs))
+
+
+class CentroidBank:
+    """Centroids of every class of the scenario (rows of never-seen classes stay invalid)."""
+
+    def __init__(self, class_offsets, num_values, dim: int):
+        offsets = np.asarray(class_offsets, dtype=np.int64)
+        counts = np.asarray(num_values, dtype=np.int64)
+        self.class_offsets = torch.as_tensor(offsets)
+        self.attribute_of_class = torch.as_tensor(np.repeat(np.arange(len(counts)), counts))
+        n = int(counts.sum())
+        self.centroids = torch.zeros(n, dim)
+        self.valid = torch.zeros(n, dtype=torch.bool)
+        self.frozen = torch.zeros(n, dtype=torch.bool)
+
+    def to(self, device) -> "CentroidBank":
+        for name in ("class_offsets", "attribute_of_class", "centroids", "valid", "frozen"):
+            setattr(self, name, getattr(self, name).to(device))
+        return self
+
+    def set_attribute(self, attribute: int, means: torch.Tensor, valid: torch.Tensor) -> None:
+        """Centroids of one attribute's values (``means``: values x D, rows with ``valid``)."""
+        start = int(self.class_offsets[attribute])
+        rows = slice(start, start + means.shape[0])
+        self.centroids[rows] = F.normalize(means.to(self.centroids), dim=1)
+        self.valid[rows] = valid.to(self.valid.device)
+        self.frozen[rows] = False
+
+    def freeze(self, attributes) -> None:
+        self.frozen |= torch.isin(self.attribute_of_class, torch.as_tensor(list(attributes), device=self.frozen.device))
+
+    def attribute_centroids(self, attribute: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = self.attribute_of_class == attribute
+        return self.centroids[rows].clone(), self.valid[rows].clone()
+
+    def logits(self, z: torch.Tensor, attributes: torch.Tensor, temperature: float) -> torch.Tensor:
+        """``z @ centroids.T / tau`` with every class outside the row's attribute (or invalid) at -inf."""
+        out = z.float() @ self.centroids.t() / temperature
+        allowed = (self.attribute_of_class[None, :] == attributes[:, None]) & self.valid[None, :]
+        return out.masked_fill(~allowed, float("-inf"))
+
+    @torch.no_grad()
+    def pseudo_labels(self, z: torch.Tensor, attributes: torch.Tensor, temperature: float):
+        """Global class id of the nearest valid centroid of each row's attribute, and its
+        softmax probability (the confidence)."""
+        probs = self.logits(z, attributes, temperature).softmax(dim=1)
+        confidence, classes = probs.max(dim=1)
+        return classes, confidence
+
+    @torch.no_grad()
+    def update(self, z: torch.Tensor, classes: torch.Tensor, momentum: float) -> None:
+        """EMA of each non-frozen class present: ``mu <- normalise(m mu + (1 - m) mean_batch(z))``."""
+        z = z.detach().float()
+        for c in torch.unique(classes).tolist():
+            if self.frozen[c]:
+                continue
+            batch_mean = z[classes == c].mean(dim=0)
+            old = self.centroids[c] if self.valid[c] else batch_mean
+            self.centroids[c] = F.normalize(momentum * old + (1.0 - momentum) * batch_mean, dim=0)
+            self.valid[c] = True
+
+    def state_dict(self) -> dict:
+        return {"centroids": self.centroids.cpu(), "valid": self.valid.cpu(), "frozen": self.frozen.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        device = self.centroids.device
+        self.centroids = state["centroids"].to(device)
+        self.valid = state["valid"].to(device)
+        self.frozen = state["frozen"].to(device)
+
+
+def cluster_loss(z: torch.Tensor, classes: torch.Tensor, attributes: torch.Tensor, bank: CentroidBank,
+                 temperature: float) -> torch.Tensor:
+    """Cluster-level loss: cross-entropy of each row's class against the centroids of its
+    attribute (gradient to ``z`` only); 0 for an empty batch."""
+    if z.shape[0] == 0:
+        return z.new_zeros(()).float()
+    return F.cross_entropy(bank.logits(z, attributes, temperature), classes)
+
+
+def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+    """``1/2 [D(p1, sg z2) + D(p2, sg z1)]`` with ``D = 1 - cos`` (SimSiam, shifted to be >= 0)."""
+    if p1.shape[0] == 0:
+        return p1.new_zeros(()).float()
+    d1 = 1.0 - F.cosine_similarity(p1.float(), z2.detach().float(), dim=1)
+    d2 = 1.0 - F.cosine_similarity(p2.float(), z1.detach().float(), dim=1)
+    return 0.5 * (d1.mean() + d2.mean())
