@@ -30,6 +30,16 @@ class ModelConfig:
     text_encoder: str = "gru"               # composed family: gru (from scratch) | sentence-transformer
     text_checkpoint: str | None = None      # local sentence-transformers folder (never downloaded)
     text_lr_multiplier: float = 0.01        # learning rate of the sentence-transformer x this (MGUR: 0.01)
+    arch: str = "single"                    # single (one backbone + heads) | asenpp (ASEN++: global + local branch)
+    local_backbone: str = "resnet34"        # asenpp: timm architecture of the local branch
+    local_feature_index: int = 3            # asenpp: its features_only stage (3 = layer3, as the code)
+    local_backbone_kwargs: dict = field(default_factory=dict)
+    local_size: int = 112                   # asenpp: side of the local crop, px
+    crop_threshold: float = 0.1             # asenpp: attention threshold of the crop (code's stage 2)
+    fusion_weight: float = 0.6              # asenpp: retrieval score = w cos_global + (1 - w) cos_local
+    local_loss_weight: float = 0.1          # asenpp: weight of the local branch's metric loss
+    align_weight: float = 0.1               # asenpp: weight of mean(1 - cos(global, local))
+    global_only_epochs: int = 0             # asenpp: first epochs of each increment train the global branch alone
 
 
 @dataclass

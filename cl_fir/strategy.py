@@ -110,21 +110,29 @@ class Strategy:
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
 
     def criterion(self, loop: "TrainingLoop") -> torch.Tensor:
+        """The metric loss on the model's output; for models with several branches (ASEN++),
+        the weighted sum of the metric loss on each branch's embeddings."""
+        branches = getattr(loop.model, "training_branches", None)
+        if branches and loop.scenario.protocol != "composed":
+            return sum(w * self.metric_loss(loop, out) for w, out in branches)
+        return self.metric_loss(loop, loop.mb_output)
+
+    def metric_loss(self, loop: "TrainingLoop", output: torch.Tensor) -> torch.Tensor:
         """The metric loss (``[loss] metric``) on the mini-batch ``[anchors; positives]``.
 
         ``infonce``: doublet InfoNCE (temperature from ``[loss]``). ``multi_similarity``: the MS
         loss over all 2B embeddings, labelled by value when ``label_aware``, else by doublet.
         """
-        B = loop.mb_output.shape[0] // 2
+        B = output.shape[0] // 2
         loss_cfg = loop.cfg.loss
         if loop.scenario.protocol == "composed":   # mb_output = [queries; targets]
-            return composed_loss(loop.mb_output[:B], loop.mb_output[B:], loss_cfg, loop.epoch, loop.cfg.train.epochs)
+            return composed_loss(output[:B], output[B:], loss_cfg, loop.epoch, loop.cfg.train.epochs)
         if loss_cfg.metric == "multi_similarity":
             labels = loop.mb_y if self.opts.label_aware else torch.arange(B, device=loop.mb_y.device).repeat(2)
-            return multi_similarity_loss(loop.mb_output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,
+            return multi_similarity_loss(output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,
                                          loss_cfg.ms_base, loss_cfg.ms_epsilon)
         labels = loop.mb_y[:B] if self.opts.label_aware else None
-        return doublet_infonce(loop.mb_output[:B], loop.mb_output[B:], labels, loss_cfg.temperature)
+        return doublet_infonce(output[:B], output[B:], labels, loss_cfg.temperature)
 
     # ------------------------------------------------------------ hooks (Avalanche names)
 

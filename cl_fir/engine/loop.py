@@ -66,6 +66,9 @@ class TrainingLoop:
         self.dist = dist or DistributedContext()
         if self.dist.enabled and getattr(scenario, "protocol", None) == "composed":
             raise ConfigError("composed-retrieval scenarios run in one process for now (no torchrun)")
+        if self.dist.enabled and hasattr(model, "training_branches"):
+            raise ConfigError("model.arch = 'asenpp' runs in one process for now (no torchrun): its branch losses "
+                              "are not gathered across ranks")
         if cfg.eval.mode == "prioritized" and getattr(scenario, "protocol", "ranking") != "ranking":
             raise ConfigError(f"eval.mode (--eval-mode) prioritized needs attribute values (ranking protocol); "
                               f"scenario {scenario.name} uses the {scenario.protocol} protocol")
@@ -155,6 +158,8 @@ class TrainingLoop:
             self.epoch = epoch
             skip = start_step if epoch == start_epoch else 0
             torch.manual_seed(self.epoch_seed(epoch, stream=1))   # augmentation, dropout, strategies' draws
+            if hasattr(self.model, "set_epoch"):                   # models with a schedule of their own (ASEN++)
+                self.model.set_epoch(epoch)
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)

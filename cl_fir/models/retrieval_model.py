@@ -122,5 +122,25 @@ def build_composed_model(cfg: ModelConfig, scenario, head_of_task: Sequence[int]
 def build_model(cfg: ModelConfig, num_attributes: int, head_of_attribute: Sequence[int]) -> RetrievalModel:
     backbone = FeatureMapBackbone(cfg.backbone, cfg.feature_index, **cfg.backbone_kwargs)
     num_heads = max(head_of_attribute) + 1 if len(head_of_attribute) else 1
+    if cfg.arch == "asenpp":
+        return _build_asenpp(cfg, backbone, num_attributes, head_of_attribute, num_heads)
+    if cfg.arch != "single":
+        raise ConfigError(f"model.arch: expected single or asenpp, got {cfg.arch!r}")
     heads = [build_head(cfg, backbone.out_channels, num_attributes) for _ in range(num_heads)]
     return RetrievalModel(backbone, heads, head_of_attribute)
+
+
+def _build_asenpp(cfg: ModelConfig, backbone, num_attributes: int, head_of_attribute, num_heads: int):
+    from cl_fir.models.asenpp import AsenPlusPlusHead, AsenPlusPlusModel
+
+    if cfg.head != "asen":
+        raise ConfigError(f"model.arch = 'asenpp' needs model.head = 'asen' (its attention map gives the local "
+                          f"crop), got {cfg.head!r}")
+    if not 0.0 < cfg.fusion_weight < 1.0 or not 0.0 <= cfg.crop_threshold <= 1.0 or cfg.local_size < 8:
+        raise ConfigError("model.fusion_weight: expected (0, 1); model.crop_threshold: [0, 1]; "
+                          "model.local_size: an integer >= 8")
+    local = FeatureMapBackbone(cfg.local_backbone, cfg.local_feature_index, **cfg.local_backbone_kwargs)
+    heads = [AsenPlusPlusHead(build_head(cfg, backbone.out_channels, num_attributes),
+                              build_head(cfg, local.out_channels, num_attributes)) for _ in range(num_heads)]
+    return AsenPlusPlusModel(backbone, heads, head_of_attribute, local, cfg.local_size, cfg.crop_threshold,
+                             cfg.fusion_weight, cfg.local_loss_weight, cfg.align_weight, cfg.global_only_epochs)
