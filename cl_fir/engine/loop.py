@@ -13,7 +13,6 @@ draws the same doublets and flips whatever ran before it.
 from __future__ import annotations
 
 import itertools
-import math
 import time
 from typing import Callable
 
@@ -29,6 +28,7 @@ from cl_fir.engine.distributed import DistributedContext
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
+from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.errors import ConfigError, TrainingError
 from cl_fir.evaluation.evaluator import evaluate_tasks
 from cl_fir.models import RetrievalModel
@@ -93,6 +93,8 @@ class TrainingLoop:
         #: divides the data into clusters and tags batches with them, for heads that ask (D&C)
         self.division = DataDivision.for_model(model)
         self.step_in_epoch = 0
+        #: step losses to the host (one step late on CUDA, so the host never waits for the GPU)
+        self.loss_readback = LossReadback.for_device(setup.device, self._non_finite_loss)
         #: called with the loop every ``train.checkpoint_every`` steps and before stopping on a signal
         self.on_checkpoint: Callable[["TrainingLoop"], None] | None = None
         self.stop_requested: str | None = None
@@ -168,7 +170,8 @@ class TrainingLoop:
                                 pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
-            loss_sum, steps, wait = 0.0, 0, 0.0
+            self.loss_readback.reset()
+            steps, wait = 0, 0.0
             start = epoch_start = time.perf_counter()   # start: since the last time booked into the cost
             with self.reporter.task(len(sampler) - skip, f"  epoch {epoch + 1}/{t.epochs}") as advance:
                 batches = iter(loader)
@@ -182,18 +185,19 @@ class TrainingLoop:
                         break
                     loss = self.training_step(batch)
                     self.step_in_epoch += 1
-                    loss_sum += loss
                     steps += 1
-                    advance(1, f"loss {loss:.3f}")
+                    advance(1, "" if loss is None else f"loss {loss:.3f}")
                     every = t.checkpoint_every
                     if self.dist.enabled:   # every rank stops at the same step when one got a signal
                         self.stop_requested = self.dist.any_flag(self.stop_requested)
                     if self.on_checkpoint is not None and (self.stop_requested or (every and self.iteration % every == 0)):
+                        self.loss_readback.flush()   # never checkpoint weights trained on a non-finite loss
                         cost.train_seconds += time.perf_counter() - start - wait
                         cost.data_wait_seconds += wait
                         start, wait = time.perf_counter(), 0.0
                         self.on_checkpoint(self)
                     self._stop_if_requested()
+            self.loss_readback.flush()
             if self.setup.device.type == "cuda":
                 torch.cuda.synchronize(self.setup.device)
             elapsed = time.perf_counter() - start
@@ -202,7 +206,7 @@ class TrainingLoop:
             self.scheduler.step()
             self.strategy.after_training_epoch(self)
             images = steps * 2 * t.batch_size
-            self.reporter.log(f"  epoch {epoch + 1}/{t.epochs}: loss {loss_sum / max(steps, 1):.4f}, "
+            self.reporter.log(f"  epoch {epoch + 1}/{t.epochs}: loss {self.loss_readback.mean:.4f}, "
                               f"{steps} steps, {images / max(time.perf_counter() - epoch_start, 1e-9):.0f} img/s")
         self.strategy.after_training_exp(self)
         self.cost.record_peak_memory()
@@ -232,8 +236,18 @@ class TrainingLoop:
             self.mb_output = torch.cat([F.normalize(queries.float(), dim=1), self.model.embed_target(self.mb_target_x)])
         return 2 * ref.shape[0]
 
-    def training_step(self, batch) -> float:
+    def training_step(self, batch) -> float | None:
+        """One optimizer step; returns the latest loss that has reached the host (on CUDA the
+        previous step's, None at the first step: see ``engine/loss_readback.py``)."""
         return self._backward_and_step(self.forward_batch(batch))
+
+    def _non_finite_loss(self, value: float, where: tuple[int, int, int]) -> None:
+        increment, epoch, step = where
+        raise TrainingError(
+            f"non-finite loss ({value}) at increment {increment + 1}, epoch {epoch + 1}, step {step + 1}; training "
+            f"stopped and nothing after the last checkpoint was kept (continue from it with `cl-fir run --resume "
+            f"RUN_DIR`, with --force --set train.lr=... for a lower learning rate from the next increment on)"
+        )
 
     def _attribute_forward(self, batch) -> int:
         x, y, task, *group = batch
@@ -248,7 +262,7 @@ class TrainingLoop:
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
         return self.mb_x.shape[0]
 
-    def _backward_and_step(self, n_images: int) -> float:
+    def _backward_and_step(self, n_images: int) -> float | None:
         if self.dist.enabled:   # the strategy's loss sees the whole batch, as in one process
             self.mb_output = self.dist.gather_pairs(self.mb_output)
             self.mb_y = self.dist.gather_pairs(self.mb_y)
@@ -258,14 +272,9 @@ class TrainingLoop:
         aux = auxiliary_loss(self.model)
         if aux is not None:                   # heads' own terms (e.g. CRT's diversity), after the strategy's
             self.loss = self.loss + aux
-        value = float(self.loss.detach())
-        if not math.isfinite(value):
-            raise TrainingError(
-                f"non-finite loss ({value}) at increment {self.increment.index + 1}, epoch {self.epoch + 1}, "
-                f"step {self.step_in_epoch + 1}; training stopped and nothing after the last checkpoint was kept "
-                f"(continue from it with `cl-fir run --resume RUN_DIR`, with --force --set train.lr=... for a "
-                f"lower learning rate from the next increment on)"
-            )
+        where = (self.increment.index, self.epoch, self.step_in_epoch)
+        if not self.loss_readback.deferred:   # read at once: a non-finite loss never reaches the weights
+            self.loss_readback.push(self.loss, where)
         self.optimizer.zero_grad(set_to_none=True)
         self.loss.backward()
         self.dist.average_gradients(self.model.parameters())
@@ -277,7 +286,9 @@ class TrainingLoop:
         self.iteration += 1
         self.cost.add_training_step(n_images)
         self.strategy.after_training_iteration(self)
-        return value
+        if self.loss_readback.deferred:       # queued behind the whole step; the previous one is read
+            self.loss_readback.push(self.loss, where)
+        return self.loss_readback.latest
 
     # ------------------------------------------------------------------ evaluation
 
