@@ -53,7 +53,7 @@ class _Images:
         self.paths, self.transform = paths, transform
 
     def __call__(self, key: str):
-        return self.transform(load_rgb(self.paths[key]))
+        return self.transform(load_rgb(self.paths[key], getattr(self.transform, "decode_min_side", None)))
 
 
 class ComposedTripletDataset(Dataset):

@@ -14,8 +14,12 @@ from torch.utils.data import Dataset
 from cl_fir.data.asen_meta import SampleTable
 
 
-def load_rgb(path: str | Path) -> Image.Image:
+def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
+    """The image as RGB. With ``min_side``, a JPEG is decoded at the smallest DCT scale
+    (1, 1/2, 1/4, 1/8) whose shorter side is still at least ``min_side`` (PIL's draft mode)."""
     with Image.open(path) as img:
+        if min_side and img.format == "JPEG":
+            img.draft("RGB", (min_side, min_side))
         return img.convert("RGB")
 
 
@@ -75,7 +79,7 @@ class SampleImageDataset(Dataset):
     def __getitem__(self, index: int):
         path = self.image_paths[int(self.table.image_ids[index])]
         try:
-            img = load_rgb(path)
+            img = load_rgb(path, getattr(self.transform, "decode_min_side", None))
         except Exception as exc:   # PIL raises OSError, SyntaxError, ValueError... on bad files
             record_load_failure(self.failure_log, path, exc)
             img = Image.new("RGB", _SUBSTITUTE_SIZE, (128, 128, 128))

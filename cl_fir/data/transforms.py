@@ -20,6 +20,11 @@ class TransformConfig:
     hflip: bool = True         # training only
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    # Decode JPEGs at a reduced scale (1/2, 1/4, 1/8, in the DCT domain) when the shorter
+    # side stays >= resize: a 512 px source decodes at 256 px for resize 224-256, 2-3x fewer
+    # decoding operations. Pixels differ slightly from a full decode plus resize; false
+    # decodes every image at full size.
+    jpeg_draft: bool = True
 
 
 class ImageTransform:
@@ -34,6 +39,8 @@ class ImageTransform:
     def __init__(self, cfg: TransformConfig, train: bool):
         self.resize, self.crop = cfg.resize, cfg.crop
         self.flip = train and cfg.hflip
+        #: the smallest shorter side the decoder may produce (see ``TransformConfig.jpeg_draft``)
+        self.decode_min_side = cfg.resize if cfg.jpeg_draft else None
         self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1) * 255.0
         self.std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1) * 255.0
 
