@@ -19,7 +19,7 @@ import numpy as np
 
 import torch
 
-from cl_fir.evaluation.retrieval import average_precision
+from cl_fir.evaluation.retrieval import average_precision, retrieval_scores
 
 # FashionAI test split, per attribute (reference/datasets.md 1.3): (queries, candidates, values)
 FASHIONAI_TEST = [(422, 1703, 6), (623, 2383, 9), (535, 2088, 8), (422, 1722, 6),
@@ -64,6 +64,27 @@ def bench_map(dim: int = 128, repeats: int = 3, seed: int = 0) -> dict:
 
     t_harness, ap_harness = timed(lambda q, ql, c, cl: average_precision(q, ql, c, cl))
     t_naive, ap_naive = timed(naive_average_precision)
+    gpu = {}
+    if torch.cuda.is_available():
+        # Same split with the embeddings already on the GPU (as the evaluator has them):
+        # float32, the evaluator's precision, and float64 for an exact comparison.
+        for name, dtype in (("float32", torch.float32), ("float64", torch.float64)):
+            on_gpu = [tuple(torch.as_tensor(a).cuda() for a in t) for t in tasks]
+            on_gpu = [(q.to(dtype), ql, c.to(dtype), cl) for q, ql, c, cl in on_gpu]
+            average_precision(*on_gpu[0])                       # warm-up: kernels, allocator
+
+            def run_gpu(on_gpu=on_gpu):
+                out = np.concatenate([average_precision(*t) for t in on_gpu])
+                torch.cuda.synchronize()
+                return out
+
+            best, values = float("inf"), None
+            for _ in range(repeats):
+                start = time.perf_counter()
+                values = run_gpu()
+                best = min(best, time.perf_counter() - start)
+            gpu[name] = {"seconds": best, "speedup_vs_naive": t_naive / best,
+                         "max_abs_difference": float(np.abs(values - ap_naive).max())}
     return {
         "name": "map_all_fashionai_test_size",
         "queries": int(sum(t[0].shape[0] for t in tasks)),
@@ -75,7 +96,45 @@ def bench_map(dim: int = 128, repeats: int = 3, seed: int = 0) -> dict:
         "map_harness": float(ap_harness.mean()),
         "map_naive": float(ap_naive.mean()),
         "max_abs_difference": float(np.abs(ap_harness - ap_naive).max()),
+        "gpu": gpu,
     }
+
+
+def bench_map_gallery(queries: int = 10_000, candidates: int = 100_000, dim: int = 128, values: int = 10,
+                      chunks=(1 << 20, 1 << 22, 1 << 24, 1 << 26), device: str = "auto", seed: int = 0) -> dict:
+    """MAP@all over one large gallery (memory bounded by the chunk size), per chunk size.
+
+    Reports time and, on CUDA, the peak memory the ranking allocated; every chunk size
+    must give the same values (checked against the first)."""
+    dev = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                       ("cpu" if device == "auto" else device))
+    gen = torch.Generator().manual_seed(seed)
+    centres = torch.randn(values, dim, generator=gen)
+    ql, cl = torch.randint(values, (queries,), generator=gen), torch.randint(values, (candidates,), generator=gen)
+    q = torch.nn.functional.normalize(centres[ql] + 2.0 * torch.randn(queries, dim, generator=gen), dim=1)
+    c = torch.nn.functional.normalize(centres[cl] + 2.0 * torch.randn(candidates, dim, generator=gen), dim=1)
+    q, ql, c, cl = (t.to(dev) for t in (q, ql, c, cl))
+    retrieval_scores(q[:8], ql[:8], c, cl)          # warm-up: kernels, allocator
+    rows, reference = [], None
+    for chunk in chunks:
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(dev)
+            base = torch.cuda.memory_allocated(dev)
+        start = time.perf_counter()
+        ap = (average_precision(q, ql, c, cl) if chunk is None else
+              retrieval_scores(q, ql, c, cl, ap_ks=(None,), chunk_elements=chunk)["ap"][None])
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        elapsed = time.perf_counter() - start
+        row = {"chunk_elements": chunk, "seconds": elapsed, "map": float(ap.mean())}
+        if dev.type == "cuda":
+            row["peak_extra_bytes"] = int(torch.cuda.max_memory_allocated(dev) - base)
+        reference = ap if reference is None else reference
+        row["max_abs_difference_vs_first"] = float(np.abs(ap - reference).max())
+        rows.append(row)
+    return {"name": "map_all_large_gallery", "queries": queries, "candidates": candidates, "dim": dim,
+            "device": str(dev), "rows": rows}
 
 
 def _bare_step(model, optimizer, x, attrs, setup, temperature: float) -> float:
@@ -94,8 +153,11 @@ def _bare_step(model, optimizer, x, attrs, setup, temperature: float) -> float:
 
 
 def bench_train(backbone: str = "resnet18", image_size: int = 112, batch_size: int = 32, steps: int = 10,
-                repeats: int = 3, device: str = "auto", precision: str = "auto", seed: int = 0) -> dict:
-    """Images/s of the harness training step vs a bare loop (``batch_size`` doublets = 2x images)."""
+                repeats: int = 3, device: str = "auto", precision: str = "auto", seed: int = 0,
+                compile: bool = False) -> dict:
+    """Images/s of the harness training step vs a bare loop (``batch_size`` doublets = 2x images).
+
+    ``compile`` compiles both models' backbones in place, as ``train.compile`` does in a run."""
     import copy
 
     from cl_fir.config import RunConfig
@@ -112,6 +174,12 @@ def bench_train(backbone: str = "resnet18", image_size: int = 112, batch_size: i
     n_attr = 8
     harness_model = setup.prepare_model(build_model(cfg.model, n_attr, [0] * n_attr))
     bare_model = copy.deepcopy(harness_model)
+    if compile:
+        from cl_fir.runner import _backbones
+
+        for model in (harness_model, bare_model):
+            for body in _backbones(model):
+                body.compile()
     strategy = get_strategy_class("finetune")()
     from types import SimpleNamespace
 
@@ -150,6 +218,7 @@ def bench_train(backbone: str = "resnet18", image_size: int = 112, batch_size: i
         "name": "train_step_throughput",
         "backbone": backbone, "image_size": image_size, "images_per_step": n, "steps": steps,
         "device": setup.name, "precision": setup.precision, "channels_last": setup.channels_last,
+        "compiled": compile,
         "harness_images_per_s": images / t_harness,
         "bare_images_per_s": images / t_bare,
         "harness_overhead": t_harness / t_bare - 1.0,
@@ -186,34 +255,63 @@ class _JpegDataset(torch.utils.data.Dataset):
                 from torchvision.io import ImageReadMode, decode_image, read_file
 
                 img = decode_image(read_file(str(self.paths[i])), mode=ImageReadMode.RGB)
-        else:
+        else:   # the harness's own loading: PIL, at a reduced DCT scale for "pil_draft"
             from cl_fir.data.image_dataset import load_rgb
 
-            img = load_rgb(self.paths[i])
+            img = load_rgb(self.paths[i], self.transform.decode_min_side if self.decoder == "pil_draft" else None)
         return self.transform(img), 0
 
 
-def bench_loader(images: int = 512, source_size: int = 300, crop: int = 224, workers=(0, 1, 2),
+def default_worker_counts() -> tuple[int, ...]:
+    """0, 1, 2, then doubling up to the cores this process may use (2 on the CI machine)."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    counts, w = [0, 1, 2], 4
+    while w <= cores:
+        counts.append(w)
+        w *= 2
+    if cores > 2 and cores not in counts:
+        counts.append(cores)
+    return tuple(counts)
+
+
+DECODERS = ("pil", "pil_draft", "torchvision")
+
+
+def bench_loader(images: int = 512, source_sizes=(300, 512), crop: int = 224, workers=None,
                  batch_size: int = 64) -> dict:
-    """Training-transform images/s from JPEGs on disk, per worker count and decoder."""
+    """Training-transform images/s from JPEGs on disk, per source size, decoder and worker count.
+
+    Decoders: ``pil`` (full-size decode), ``pil_draft`` (the harness's default: JPEG decoded
+    at the smallest DCT scale that keeps the shorter side >= the resize target; no change
+    for a 300 px source and resize 256, half size for 512 px) and torchvision's decoder."""
     import tempfile
     from pathlib import Path
 
     from cl_fir.data.transforms import TransformConfig, build_transforms
 
     transform, _ = build_transforms(TransformConfig(resize=int(crop * 256 / 224), crop=crop))
+    workers = default_worker_counts() if workers is None else tuple(workers)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="cl-fir-bench-") as tmp:
-        paths = _write_jpegs(Path(tmp), images, source_size)
-        for p in paths:                      # page cache warm for every configuration alike
-            p.read_bytes()
-        for decoder in ("pil", "torchvision"):
-            for w in workers:
-                loader = torch.utils.data.DataLoader(_JpegDataset(paths, transform, decoder), batch_size=batch_size,
-                                                     num_workers=w, persistent_workers=False)
-                start = time.perf_counter()
-                count = sum(b[0].shape[0] for b in loader)
-                elapsed = time.perf_counter() - start
-                rows.append({"decoder": decoder, "workers": w, "images_per_s": count / elapsed,
-                             "images_per_s_per_worker": count / elapsed / max(w, 1)})
-    return {"name": "data_loader", "images": images, "source_size": source_size, "crop": crop, "rows": rows}
+    for source_size in source_sizes:
+        with tempfile.TemporaryDirectory(prefix="cl-fir-bench-") as tmp:
+            paths = _write_jpegs(Path(tmp), images, source_size)
+            for p in paths:                      # page cache warm for every configuration alike
+                p.read_bytes()
+            rows += _loader_rows(paths, transform, source_size, workers, batch_size)
+    return {"name": "data_loader", "images": images, "source_sizes": list(source_sizes), "crop": crop, "rows": rows}
+
+
+def _loader_rows(paths, transform, source_size: int, workers, batch_size: int) -> list[dict]:
+    rows = []
+    for decoder in DECODERS:
+        for w in workers:
+            loader = torch.utils.data.DataLoader(_JpegDataset(paths, transform, decoder), batch_size=batch_size,
+                                                 num_workers=w, persistent_workers=False)
+            start = time.perf_counter()
+            count = sum(b[0].shape[0] for b in loader)
+            elapsed = time.perf_counter() - start
+            rows.append({"source_size": source_size, "decoder": decoder, "workers": w,
+                         "images_per_s": count / elapsed, "images_per_s_per_worker": count / elapsed / max(w, 1)})
+    return rows

@@ -13,6 +13,7 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.table import Table
 
 from cl_fir.errors import CLFirError
 
@@ -383,25 +384,31 @@ def _parse_seeds(text: str) -> list[int]:
 @guarded
 def bench(
     output: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path("results/bench.json"),
-    only: Annotated[str, typer.Option(help="Comma-separated subset of: map, train, loader.")] = "map,train,loader",
+    only: Annotated[str, typer.Option(help="Comma-separated subset of: map, train, loader, gallery "
+                                            "(default: all but gallery on CPU, all on a GPU).")] = "",
     backbone: Annotated[str, typer.Option(help="timm backbone for the train benchmark (resnet50 on a GPU).")] = "",
     image_size: Annotated[int, typer.Option(help="Train benchmark image size (0: 224 on GPU, 112 on CPU).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Train benchmark doublets per step (0: 128 on GPU, 16 on CPU).")] = 0,
     steps: Annotated[int, typer.Option(help="Timed optimizer steps per repeat (0: 50 on GPU, 5 on CPU).")] = 0,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     precision: Annotated[str, typer.Option(help="auto (bf16 on CUDA), fp32 or bf16.")] = "auto",
+    compile: Annotated[bool, typer.Option(help="Compile both models' backbones (torch.compile) in the train "
+                                                "benchmark, as train.compile does in a run.")] = False,
+    loader_images: Annotated[int, typer.Option(help="JPEGs in the loader benchmark (0: 512, or 256 per core "
+                                                      "where there are more than 2).")] = 0,
 ) -> None:
     """Benchmarks as ratios against a reference implementation, side by side in one run."""
     import torch
 
     from cl_fir import atomic_io
-    from cl_fir.bench import bench_loader, bench_map, bench_train
+    from cl_fir.bench import bench_loader, bench_map, bench_map_gallery, bench_train, default_worker_counts
 
-    parts = {p.strip() for p in only.split(",") if p.strip()}
-    unknown = parts - {"map", "train", "loader"}
-    if unknown or not parts:
-        raise CLFirError(f"--only: expected a comma-separated subset of map, train, loader, got {only!r}")
     gpu = torch.cuda.is_available() and device != "cpu"
+    parts = {p.strip() for p in only.split(",") if p.strip()} if only else \
+        ({"map", "train", "loader", "gallery"} if gpu else {"map", "train", "loader"})
+    unknown = parts - {"map", "train", "loader", "gallery"}
+    if unknown or not parts:
+        raise CLFirError(f"--only: expected a comma-separated subset of map, train, loader, gallery, got {only!r}")
     results = []
     if "map" in parts:
         res = bench_map()
@@ -411,23 +418,40 @@ def bench(
                   f"{res['naive_numpy_seconds']:.3f} s | speed-up {res['speedup']:.1f}x | "
                   f"MAP {100 * res['map_harness']:.4f} vs {100 * res['map_naive']:.4f} "
                   f"(max |diff| {res['max_abs_difference']:.2e})", highlight=False)
+        for name, row in res["gpu"].items():
+            out.print(f"  harness on the GPU, {name}: {row['seconds']:.4f} s | speed-up vs NumPy "
+                      f"{row['speedup_vs_naive']:.0f}x | max |diff| {row['max_abs_difference']:.2e}", highlight=False)
+        results.append(res)
+    if "gallery" in parts:
+        res = bench_map_gallery(device="cuda" if gpu else "cpu")
+        out.print(f"MAP@all, one large gallery ({res['queries']} queries x {res['candidates']} candidates, "
+                  f"{res['dim']}-d) on {res['device']}, per chunk size:")
+        for row in res["rows"]:
+            mem = f" | peak {row['peak_extra_bytes'] / 2**20:.0f} MiB" if "peak_extra_bytes" in row else ""
+            out.print(f"  chunk {row['chunk_elements']:>9} elements: {row['seconds']:.3f} s{mem} | "
+                      f"max |diff| vs first {row['max_abs_difference_vs_first']:.1e}", highlight=False)
         results.append(res)
     if "train" in parts:
         res = bench_train(backbone or ("resnet50" if gpu else "resnet18"), image_size or (224 if gpu else 112),
                           batch_size or (128 if gpu else 16), steps or (50 if gpu else 5), device=device,
-                          precision=precision)
+                          precision=precision, compile=compile)
         out.print(f"Training step, {res['backbone']} {res['image_size']} px, {res['images_per_step']} images/step, "
-                  f"{res['precision']} on {res['device']}:")
+                  f"{res['precision']} on {res['device']}{', compiled' if compile else ''}:")
         out.print(f"  harness loop {res['harness_images_per_s']:.1f} img/s | bare PyTorch loop "
                   f"{res['bare_images_per_s']:.1f} img/s | harness overhead {100 * res['harness_overhead']:+.1f}%",
                   highlight=False)
         results.append(res)
     if "loader" in parts:
-        res = bench_loader()
-        out.print(f"Data loader, {res['images']} JPEGs {res['source_size']} px -> train transform {res['crop']} px:")
-        for row in res["rows"]:
-            out.print(f"  {row['decoder']:<11} workers {row['workers']}: {row['images_per_s']:.0f} img/s "
-                      f"({row['images_per_s_per_worker']:.0f} per worker)", highlight=False)
+        counts = default_worker_counts()
+        res = bench_loader(images=loader_images or (512 if max(counts) <= 2 else 128 * max(counts)), workers=counts)
+        out.print(f"Data loader, {res['images']} JPEGs -> train transform {res['crop']} px, images/s (per worker):")
+        table = Table("source px", "decoder", *[f"{w} workers" for w in counts], box=None)
+        for size in res["source_sizes"]:
+            for decoder in dict.fromkeys(r["decoder"] for r in res["rows"]):
+                cells = {r["workers"]: r for r in res["rows"] if r["source_size"] == size and r["decoder"] == decoder}
+                table.add_row(str(size), decoder, *[f"{cells[w]['images_per_s']:.0f} "
+                                                    f"({cells[w]['images_per_s_per_worker']:.0f})" for w in counts])
+        out.print(table)
         results.append(res)
     atomic_io.write_json(output, {"benchmarks": results})
     err.print(f"wrote {output}")

@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from cl_fir.bench import bench_loader, bench_train, naive_average_precision
+from cl_fir.bench import bench_loader, bench_map_gallery, bench_train, default_worker_counts, naive_average_precision
 from cl_fir.cli import app
 from cl_fir.evaluation.retrieval import average_precision
 
@@ -27,9 +27,22 @@ def test_train_benchmark_runs_both_loops_on_the_same_model():
 
 
 def test_loader_benchmark_compares_decoders_and_workers():
-    res = bench_loader(images=8, source_size=40, crop=32, workers=(0, 1), batch_size=4)
-    assert {(r["decoder"], r["workers"]) for r in res["rows"]} == {("pil", 0), ("pil", 1), ("torchvision", 0),
-                                                                    ("torchvision", 1)}
+    res = bench_loader(images=8, source_sizes=(40, 80), crop=32, workers=(0, 1), batch_size=4)
+    assert {(r["source_size"], r["decoder"], r["workers"]) for r in res["rows"]} == {
+        (s, d, w) for s in (40, 80) for d in ("pil", "pil_draft", "torchvision") for w in (0, 1)}
+    assert all(r["images_per_s"] > 0 for r in res["rows"])
+
+
+def test_gallery_benchmark_gives_equal_values_for_every_chunk_size():
+    res = bench_map_gallery(queries=50, candidates=300, dim=8, values=4, chunks=(100, 1000, 20000), device="cpu")
+    assert [r["chunk_elements"] for r in res["rows"]] == [100, 1000, 20000]
+    assert all(r["max_abs_difference_vs_first"] < 1e-6 for r in res["rows"])
+    assert len({round(r["map"], 9) for r in res["rows"]}) == 1 and res["device"] == "cpu"
+
+
+def test_worker_counts_double_up_to_the_cores():
+    counts = default_worker_counts()
+    assert counts[:3] == (0, 1, 2) and list(counts) == sorted(set(counts))
 
 
 def test_bench_cli_writes_json(tmp_path):
