@@ -42,6 +42,13 @@ class ModelConfig:
     global_only_epochs: int = 0             # asenpp: first epochs of each increment train the global branch alone
 
 
+#: ``model`` fields read only by one ``model.arch``; irrelevant (and left out of comparisons) for the others.
+ARCH_ONLY_MODEL_FIELDS = {
+    "asenpp": ("local_backbone", "local_feature_index", "local_backbone_kwargs", "local_size", "crop_threshold",
+               "fusion_weight", "local_loss_weight", "align_weight", "global_only_epochs"),
+}
+
+
 @dataclass
 class TrainConfig:
     epochs: int = 10                        # per increment (MCL-FIR reference code)

@@ -99,3 +99,16 @@ def test_compare_rows_of_one_run_still_work(compared):
     out, rows, _, _ = compared
     single = compare([load_run(rows[0]["runs"][0])])
     assert single[0]["seeds"] == [rows[0]["seeds"][0]]
+
+
+def test_settings_leave_out_model_fields_of_another_arch():
+    from types import SimpleNamespace
+
+    from cl_fir.report.compare import experiment_settings
+
+    model = {"backbone": "test_resnet", "local_backbone": "resnet34", "local_size": 112, "fusion_weight": 0.6,
+             "local_backbone_kwargs": {"drop_rate": 0.1}}
+    single = experiment_settings(SimpleNamespace(config={"strategy": "finetune", "model": {**model, "arch": "single"}}))
+    assert single == {"strategy": "finetune", "model.backbone": "test_resnet", "model.arch": "single"}
+    asenpp = experiment_settings(SimpleNamespace(config={"strategy": "finetune", "model": {**model, "arch": "asenpp"}}))
+    assert asenpp["model.local_size"] == 112 and asenpp["model.local_backbone_kwargs.drop_rate"] == 0.1

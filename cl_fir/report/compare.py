@@ -12,6 +12,7 @@ import math
 from collections import defaultdict
 import numpy as np
 
+from cl_fir.config import ARCH_ONLY_MODEL_FIELDS
 from cl_fir.evaluation import matrix_metrics
 from cl_fir.evaluation.evaluator import METRIC_LABELS
 from cl_fir.report.cost_ratio import REFERENCE_STRATEGY, cost_ratios
@@ -74,7 +75,11 @@ def _flatten(cfg: dict, prefix: str = "") -> dict[str, object]:
 def experiment_settings(run: LoadedRun) -> dict[str, object]:
     """The run's configuration without seed and run identity: runs that share it are seeds of one experiment."""
     flat = _flatten({k: v for k, v in run.config.items() if k not in RUN_IDENTITY})
-    return {k: v for k, v in flat.items() if k not in BOOKKEEPING}
+    arch = flat.get("model.arch", "single")
+    unused = tuple(f"model.{name}" for other, names in ARCH_ONLY_MODEL_FIELDS.items() if other != arch
+                   for name in names)
+    return {k: v for k, v in flat.items()
+            if k not in BOOKKEEPING and not any(k == u or k.startswith(u + ".") for u in unused)}
 
 
 def _key(settings: dict) -> str:
@@ -106,7 +111,8 @@ def compare(runs: list[LoadedRun]) -> list[dict]:
     for (scenario, strategy, _), members in groups.items():
         mine = settings[members[0].path]
         others = variants[(scenario, strategy)]
-        differing = sorted(k for k in mine if any(o.get(k) != mine[k] for o in others))
+        # fields another variant does not have (another arch's) are not what tells them apart
+        differing = sorted(k for k in mine if any(k in o and o[k] != mine[k] for o in others))
         label = strategy + (" [" + ", ".join(f"{k.split('.')[-1]}={mine[k]}" for k in differing) + "]"
                             if differing else "")
         per_run = [run_metrics(r, refs.get((r.scenario, r.seed, _base_key(settings[r.path])))
