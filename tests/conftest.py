@@ -65,3 +65,24 @@ def write_scenario(folder: Path, increments: str, name: str = "tiny.toml", **rep
 def tiny_scenario(tmp_path_factory, cache_dir) -> Path:
     """Two increments of two attributes each."""
     return write_scenario(tmp_path_factory.mktemp("scenarios"), '[["colour", "hem_length"], ["pattern", "closure"]]')
+
+
+@pytest.fixture
+def nan_loss_at_step(monkeypatch):
+    """``nan_loss_at_step(n)``: from now on, the strategy's n-th loss (1-based, counted over
+    the whole run) is NaN; every other loss is untouched."""
+    from cl_fir.strategy import Strategy
+
+    original = Strategy.criterion
+
+    def arm(n: int) -> None:
+        calls = {"n": 0}
+
+        def exploding(self, loop):
+            calls["n"] += 1
+            loss = original(self, loop)
+            return loss * float("nan") if calls["n"] == n else loss
+
+        monkeypatch.setattr(Strategy, "criterion", exploding)
+
+    return arm

@@ -60,23 +60,15 @@ def test_deferred_readback_names_the_step_that_produced_a_non_finite_loss():
         rb2.flush()
 
 
-def test_deferred_readback_keeps_non_finite_weights_out_of_checkpoints(tiny_scenario, tmp_path, monkeypatch):
+def test_deferred_readback_keeps_non_finite_weights_out_of_checkpoints(tiny_scenario, tmp_path, monkeypatch,
+                                                                       nan_loss_at_step):
     """The CUDA path on CPU: the NaN step's update happens, but the loop flushes before each
     checkpoint, so the saved weights are those of the last good step."""
     from cl_fir.engine import loop as loop_module
-    from cl_fir.strategy import Strategy
 
     monkeypatch.setattr(loop_module.LossReadback, "for_device",
                         classmethod(lambda cls, device, on_non_finite: cls(on_non_finite, deferred=True)))
-    calls = {"n": 0}
-    original = Strategy.criterion
-
-    def exploding(self, loop):
-        calls["n"] += 1
-        loss = original(self, loop)
-        return loss * float("nan") if calls["n"] == 3 else loss
-
-    monkeypatch.setattr(Strategy, "criterion", exploding)
+    nan_loss_at_step(3)
     res = CliRunner().invoke(app, ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--output-dir",
                                    str(tmp_path), "--checkpoint-every", "1", "--quiet"])
     assert res.exit_code == 2

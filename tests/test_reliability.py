@@ -139,18 +139,8 @@ def test_deterministic_is_recorded_and_switched_on(tiny_scenario, tmp_path):
     assert not torch.are_deterministic_algorithms_enabled()
 
 
-def test_non_finite_loss_stops_with_a_clear_message(tiny_scenario, tmp_path, monkeypatch):
-    from cl_fir.strategy import Strategy
-
-    calls = {"n": 0}
-    original = Strategy.criterion
-
-    def exploding(self, loop):
-        calls["n"] += 1
-        loss = original(self, loop)
-        return loss * float("nan") if calls["n"] == 3 else loss
-
-    monkeypatch.setattr(Strategy, "criterion", exploding)
+def test_non_finite_loss_stops_with_a_clear_message(tiny_scenario, tmp_path, nan_loss_at_step):
+    nan_loss_at_step(3)
     res = runner.invoke(app, ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--output-dir",
                               str(tmp_path), "--checkpoint-every", "1", "--quiet"])
     assert res.exit_code == 2
