@@ -61,6 +61,7 @@ class TrainConfig:
     num_workers: int = -1                   # -1: 0 on CPU, 4 on CUDA
     checkpoint_every: int = 0               # also checkpoint every N optimizer steps (0: increment ends only)
     compile: bool = False                   # torch.compile the backbone(s) in place (first steps are slow)
+    sync_batchnorm: bool = False            # torchrun: BatchNorm uses the whole batch's statistics across ranks
 
 
 @dataclass

@@ -28,6 +28,7 @@ from cl_fir.engine.distributed import init_from_env
 from cl_fir.engine.loop import TrainingLoop
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
+from cl_fir.engine.synced_batchnorm import sync_batchnorm
 from cl_fir.errors import ConfigError, TrainingError
 from cl_fir.evaluation.evaluator import METRIC_LABELS, metric_names
 from cl_fir.models.backbones import FeatureMapBackbone, load_local_weights
@@ -206,6 +207,8 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     if cfg.model.weights:
         info["weights"] = [load_local_weights(bb, cfg.model.weights) for bb in _backbones(model)][0]
     model = setup.prepare_model(model)
+    if cfg.train.sync_batchnorm and ctx.enabled:   # whole-batch BatchNorm statistics across ranks
+        info["sync_batchnorm_layers"] = sync_batchnorm(model)
     if cfg.train.compile:   # in place: parameter names, checkpoints and copies are unchanged
         for backbone in _backbones(model):
             backbone.compile()

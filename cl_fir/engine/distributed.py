@@ -8,7 +8,8 @@ the same batches; rank r loads and forwards its share of each batch's doublets. 
   negatives from every rank);
 * after backward, gradients are averaged over ranks in one coalesced all-reduce of all
   trainable parameters, and after the step floating-point buffers (BatchNorm statistics)
-  are broadcast from rank 0;
+  are broadcast from rank 0 (with ``train.sync_batchnorm``, BatchNorm itself uses the whole
+  batch's statistics: ``engine/synced_batchnorm.py``);
 * rank 0 alone evaluates and writes results and checkpoints; the others wait.
 
 Why not ``DistributedDataParallel``: strategies add loss terms through paths outside
