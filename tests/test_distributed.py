@@ -156,11 +156,12 @@ def test_shard_needs_a_batch_that_splits():
 
 
 def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
-    """Without random crops or flips, the only difference between one process and two is
-    BatchNorm's statistics: with ``train.sync_batchnorm`` the matrices are equal."""
+    """Flips are seeded by a sample's position, whichever rank loads it, so the only
+    difference between one process and two is BatchNorm's statistics: with
+    ``train.sync_batchnorm`` the matrices are equal up to float summation order."""
     torchrun = Path(sys.executable).with_name("torchrun")
     args = ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
-            "--set", "train.samples_per_epoch=32", "--set", "transforms.hflip=false"]
+            "--set", "train.samples_per_epoch=32"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "cl_fir", *args, "--output-dir", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=300)
@@ -182,4 +183,7 @@ def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     m1, m2, m3 = (np.genfromtxt(r / "matrix.csv", delimiter=",", skip_header=1)[:, 1:] for r in runs)
     # per-rank BatchNorm normalises each rank's half batch: close, not equal
     assert np.nanmax(np.abs(m1 - m2)) < 10.0 and abs(np.nanmean(m1) - np.nanmean(m2)) < 3.0
-    np.testing.assert_allclose(m3, m1, atol=0.01)    # whole-batch statistics: the single-process run
+    # whole-batch statistics: the single-process run, up to float summation order (which can
+    # swap a near-tie in a ranking after training)
+    np.testing.assert_allclose(m3, m1, atol=0.25)
+    assert abs(np.nanmean(m3) - np.nanmean(m1)) < 0.05

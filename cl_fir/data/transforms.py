@@ -33,7 +33,8 @@ class ImageTransform:
     A plain callable rather than a ``v2.Compose``: at 64 px the per-call overhead of the
     composed version was larger than the work (0.19 vs 0.07 ms per image here). Resize
     and crop are skipped when the image already has the target size. The flip draws from
-    torch's global RNG, which the loop seeds per epoch (and DataLoader seeds per worker).
+    torch's global RNG, which the training loop seeds for each sample from the epoch and the
+    sample's position in it (``engine/loop.py``, ``SeededItems``), whichever worker loads it.
     """
 
     def __init__(self, cfg: TransformConfig, train: bool):

@@ -12,14 +12,13 @@ draws the same doublets and flips whatever ran before it.
 
 from __future__ import annotations
 
-import itertools
 import time
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Sampler, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from cl_fir.config import RunConfig
 from cl_fir.engine.cost import CostMeter
@@ -41,19 +40,44 @@ class RunInterrupted(KeyboardInterrupt):
     """Raised after a signal-requested checkpoint; the run is resumable."""
 
 
-class SkipBatches(Sampler):
-    """A batch sampler without its first ``skip`` batches (they are drawn, not loaded); with
-    ``shard``, each batch reduced to this process's part (data-parallel ranks)."""
+class SeededBatches(Sampler):
+    """A batch sampler whose items are ``(key, seed)``: each sample's augmentation seed comes
+    from the epoch's seed and the sample's position (batch, slot) alone. Which process or
+    DataLoader worker loads it does not matter, so the number of workers, data-parallel
+    ranks (``shard`` reduces each batch to this rank's part, after seeding) and resuming
+    mid-epoch (the first ``skip`` batches are drawn, not loaded) leave the augmentations
+    unchanged. :class:`SeededItems` applies the seed."""
 
-    def __init__(self, sampler, skip: int, shard: Callable[[list], list] | None = None):
-        self.sampler, self.skip, self.shard = sampler, skip, shard
+    def __init__(self, sampler, skip: int, seed: int, shard: Callable[[list], list] | None = None):
+        self.sampler, self.skip, self.seed, self.shard = sampler, skip, seed, shard
 
     def __len__(self) -> int:
         return max(0, len(self.sampler) - self.skip)
 
     def __iter__(self):
-        batches = itertools.islice(iter(self.sampler), self.skip, None)
-        return batches if self.shard is None else map(self.shard, batches)
+        for b, batch in enumerate(self.sampler):
+            if b < self.skip:
+                continue
+            seeds = np.random.SeedSequence([self.seed, b]).generate_state(len(batch), dtype=np.uint64)
+            keyed = [(key, int(s)) for key, s in zip(batch, seeds)]
+            yield keyed if self.shard is None else self.shard(keyed)
+
+
+class SeededItems(Dataset):
+    """Reads ``(key, seed)``: the wrapped item, drawn with torch's CPU generator seeded with
+    ``seed`` (the caller's random state is restored afterwards)."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key_seed):
+        key, seed = key_seed
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[key]
 
 
 class TrainingLoop:
@@ -159,14 +183,15 @@ class TrainingLoop:
         for epoch in range(start_epoch, t.epochs):
             self.epoch = epoch
             skip = start_step if epoch == start_epoch else 0
-            torch.manual_seed(self.epoch_seed(epoch, stream=1))   # augmentation, dropout, strategies' draws
+            torch.manual_seed(self.epoch_seed(epoch, stream=1))   # dropout, strategies' draws (augmentation: below)
             if hasattr(self.model, "set_epoch"):                   # models with a schedule of their own (ASEN++)
                 self.model.set_epoch(epoch)
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
             shard = self.dist.shard if self.dist.enabled else None
-            loader = DataLoader(dataset, batch_sampler=SkipBatches(sampler, skip, shard), num_workers=self.num_workers,
+            batch_sampler = SeededBatches(sampler, skip, self.epoch_seed(epoch, stream=7), shard)
+            loader = DataLoader(SeededItems(dataset), batch_sampler=batch_sampler, num_workers=self.num_workers,
                                 pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
@@ -175,7 +200,7 @@ class TrainingLoop:
             start = epoch_start = time.perf_counter()   # start: since the last time booked into the cost
             with self.reporter.task(len(sampler) - skip, f"  epoch {epoch + 1}/{t.epochs}") as advance:
                 batches = iter(loader)
-                if skip:   # the random state right after the checkpointed step (exact with num_workers=0)
+                if skip:   # the random state right after the checkpointed step (strategies' own draws)
                     set_rng_state(resume["rng"])
                 while True:
                     t0 = time.perf_counter()
