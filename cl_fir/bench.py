@@ -152,77 +152,146 @@ def _bare_step(model, optimizer, x, attrs, setup, temperature: float) -> float:
     return loss
 
 
+class _TrainBench:
+    """The harness loop and a bare loop on identical copies of one model, with one
+    device-resident batch of ``batch_size`` doublets (2x images)."""
+
+    def __init__(self, backbone: str, image_size: int, batch_size: int, device: str, precision: str, seed: int,
+                 compile: bool):
+        import copy
+        from types import SimpleNamespace
+
+        from cl_fir.config import RunConfig
+        from cl_fir.engine.cost import CostMeter
+        from cl_fir.engine.device import resolve_device
+        from cl_fir.engine.loop import TrainingLoop
+        from cl_fir.models import build_model
+        from cl_fir.registry import get_strategy_class
+
+        self.setup = setup = resolve_device(device, precision)
+        self.cfg = cfg = RunConfig(strategy="finetune", scenario="bench")
+        cfg.model.backbone, cfg.train.batch_size = backbone, batch_size
+        torch.manual_seed(seed)
+        n_attr = 8
+        self.harness_model = setup.prepare_model(build_model(cfg.model, n_attr, [0] * n_attr))
+        self.bare_model = copy.deepcopy(self.harness_model)
+        if compile:
+            from cl_fir.runner import _backbones
+
+            for model in (self.harness_model, self.bare_model):
+                for body in _backbones(model):
+                    body.compile()
+        strategy = get_strategy_class("finetune")()
+        self.label_aware = strategy.opts.label_aware
+        self.loop = loop = TrainingLoop(cfg, SimpleNamespace(protocol="ranking"), strategy, self.harness_model, setup,
+                                        CostMeter(setup, 0.0))
+        loop.cost.start(0)
+        loop.optimizer, _ = strategy.make_optimizer(loop)
+        loop.increment = type("Increment", (), {"index": 0})()
+        self.bare_opt, _ = strategy.make_optimizer(SimpleNamespace(cfg=cfg, model=self.bare_model, setup=setup))
+        self.images = 2 * batch_size
+        self.x = setup.to_device(torch.randn(self.images, 3, image_size, image_size))
+        self.y = torch.randint(5, (batch_size,)).repeat(2).to(setup.device)
+        self.attrs = torch.randint(n_attr, (batch_size,)).repeat(2).to(setup.device)
+
+    def sync(self) -> None:
+        if self.setup.device.type == "cuda":
+            torch.cuda.synchronize(self.setup.device)
+
+    def seconds(self, step, steps: int) -> float:
+        step()                                     # warm-up (allocations, autotuning)
+        self.sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        self.sync()
+        return time.perf_counter() - start
+
+    def harness_step(self):
+        return self.loop.training_step((self.x, self.y, self.attrs))
+
+    def bare_step(self):
+        return _bare_step(self.bare_model, self.bare_opt, self.x, self.attrs, self.setup, self.cfg.loss.temperature)
+
+    def describe(self, steps: int, compile: bool) -> dict:
+        return {"backbone": self.cfg.model.backbone, "image_size": self.x.shape[-1], "images_per_step": self.images,
+                "steps": steps, "device": self.setup.name, "precision": self.setup.precision,
+                "channels_last": self.setup.channels_last, "compiled": compile}
+
+
 def bench_train(backbone: str = "resnet18", image_size: int = 112, batch_size: int = 32, steps: int = 10,
                 repeats: int = 3, device: str = "auto", precision: str = "auto", seed: int = 0,
                 compile: bool = False) -> dict:
     """Images/s of the harness training step vs a bare loop (``batch_size`` doublets = 2x images).
 
     ``compile`` compiles both models' backbones in place, as ``train.compile`` does in a run."""
-    import copy
-
-    from cl_fir.config import RunConfig
-    from cl_fir.engine.cost import CostMeter
-    from cl_fir.engine.device import resolve_device
-    from cl_fir.engine.loop import TrainingLoop
-    from cl_fir.models import build_model
-    from cl_fir.registry import get_strategy_class
-
-    setup = resolve_device(device, precision)
-    cfg = RunConfig(strategy="finetune", scenario="bench")
-    cfg.model.backbone, cfg.train.batch_size = backbone, batch_size
-    torch.manual_seed(seed)
-    n_attr = 8
-    harness_model = setup.prepare_model(build_model(cfg.model, n_attr, [0] * n_attr))
-    bare_model = copy.deepcopy(harness_model)
-    if compile:
-        from cl_fir.runner import _backbones
-
-        for model in (harness_model, bare_model):
-            for body in _backbones(model):
-                body.compile()
-    strategy = get_strategy_class("finetune")()
-    from types import SimpleNamespace
-
-    loop = TrainingLoop(cfg, SimpleNamespace(protocol="ranking"), strategy, harness_model, setup, CostMeter(setup, 0.0))
-    loop.cost.start(0)
-    loop.optimizer, _ = strategy.make_optimizer(loop)
-    loop.increment = type("Increment", (), {"index": 0})()
-    bare_opt, _ = strategy.make_optimizer(type("L", (), {"cfg": cfg, "model": bare_model, "setup": setup})())
-    n = 2 * batch_size
-    x = setup.to_device(torch.randn(n, 3, image_size, image_size))
-    y = torch.randint(5, (batch_size,)).repeat(2).to(setup.device)
-    attrs = torch.randint(n_attr, (batch_size,)).repeat(2).to(setup.device)
-    batch = (x, y, attrs)
-
-    def sync():
-        if setup.device.type == "cuda":
-            torch.cuda.synchronize(setup.device)
-
-    def timed(step) -> float:
-        step()                                     # warm-up (allocations, autotuning)
-        sync()
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        return time.perf_counter() - start
-
-    harness_step = lambda: loop.training_step(batch)                                         # noqa: E731
-    bare_step = lambda: _bare_step(bare_model, bare_opt, x, attrs, setup, cfg.loss.temperature)  # noqa: E731
+    b = _TrainBench(backbone, image_size, batch_size, device, precision, seed, compile)
     t_harness = t_bare = float("inf")
     for _ in range(repeats):
-        t_bare = min(t_bare, timed(bare_step))
-        t_harness = min(t_harness, timed(harness_step))
-    images = steps * n
+        t_bare = min(t_bare, b.seconds(b.bare_step, steps))
+        t_harness = min(t_harness, b.seconds(b.harness_step, steps))
+    images = steps * b.images
     return {
-        "name": "train_step_throughput",
-        "backbone": backbone, "image_size": image_size, "images_per_step": n, "steps": steps,
-        "device": setup.name, "precision": setup.precision, "channels_last": setup.channels_last,
-        "compiled": compile,
+        "name": "train_step_throughput", **b.describe(steps, compile),
         "harness_images_per_s": images / t_harness,
         "bare_images_per_s": images / t_bare,
         "harness_overhead": t_harness / t_bare - 1.0,
     }
+
+
+def bench_train_ablation(backbone: str = "resnet18", image_size: int = 112, batch_size: int = 32, steps: int = 10,
+                         repeats: int = 3, device: str = "auto", precision: str = "auto", seed: int = 0,
+                         compile: bool = False) -> dict:
+    """Where the harness step's time goes: the bare and harness steps and variants between
+    them, timed in alternating order (best of ``repeats``), each as overhead against the bare step.
+
+    * ``bare, harness's features and loss``: the bare step, but the forward also returns the
+      feature map and the loss is the harness's (label-aware) doublet InfoNCE;
+    * ``bare step on the harness's model``: the bare step with the loop's model and optimizer;
+    * ``harness, loss read at once``: the loop reading each loss synchronously;
+    * ``harness, step state released``: the loop dropping its references to the step's output,
+      features and loss after each step (what the allocator keeps alive between steps)."""
+    from cl_fir.losses import doublet_infonce
+
+    b = _TrainBench(backbone, image_size, batch_size, device, precision, seed, compile)
+    B = batch_size
+
+    def bare_with_harness_loss():
+        with b.setup.autocast():
+            z, _ = b.bare_model(b.x, b.attrs, return_features=True)
+        loss = doublet_infonce(z[:B], z[B:], b.y[:B] if b.label_aware else None, b.cfg.loss.temperature)
+        b.bare_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        b.bare_opt.step()
+
+    def harness_read_at_once():
+        deferred, b.loop.loss_readback.deferred = b.loop.loss_readback.deferred, False
+        try:
+            b.harness_step()
+        finally:
+            b.loop.loss_readback.deferred = deferred
+
+    def harness_released():
+        b.harness_step()
+        b.loop.mb_output = b.loop.mb_features = b.loop.loss = b.loop.mb_x = None
+
+    variants = {
+        "bare": b.bare_step,
+        "bare, harness's features and loss": bare_with_harness_loss,
+        "bare step on the harness's model": lambda: _bare_step(b.harness_model, b.loop.optimizer, b.x, b.attrs,
+                                                               b.setup, b.cfg.loss.temperature),
+        "harness": b.harness_step,
+        "harness, loss read at once": harness_read_at_once,
+        "harness, step state released": harness_released,
+    }
+    best = {name: float("inf") for name in variants}
+    for r in range(repeats):
+        for name in (list(variants) if r % 2 == 0 else list(reversed(variants))):
+            best[name] = min(best[name], b.seconds(variants[name], steps))
+    images = steps * b.images
+    rows = [{"variant": name, "images_per_s": images / t, "overhead_vs_bare": t / best["bare"] - 1.0}
+            for name, t in best.items()]
+    return {"name": "train_step_ablation", **b.describe(steps, compile), "repeats": repeats, "rows": rows}
 
 
 def _write_jpegs(folder, count: int, size: int, seed: int = 0) -> list:

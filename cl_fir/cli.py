@@ -384,8 +384,9 @@ def _parse_seeds(text: str) -> list[int]:
 @guarded
 def bench(
     output: Annotated[Path, typer.Option(help="Where to write the JSON results.")] = Path("results/bench.json"),
-    only: Annotated[str, typer.Option(help="Comma-separated subset of: map, train, loader, gallery "
-                                            "(default: all but gallery on CPU, all on a GPU).")] = "",
+    only: Annotated[str, typer.Option(help="Comma-separated subset of: map, train, loader, gallery, ablation "
+                                            "(default: map, train, loader, and gallery on a GPU; ablation: where "
+                                            "the harness step's overhead goes).")] = "",
     backbone: Annotated[str, typer.Option(help="timm backbone for the train benchmark (resnet50 on a GPU).")] = "",
     image_size: Annotated[int, typer.Option(help="Train benchmark image size (0: 224 on GPU, 112 on CPU).")] = 0,
     batch_size: Annotated[int, typer.Option(help="Train benchmark doublets per step (0: 128 on GPU, 16 on CPU).")] = 0,
@@ -401,14 +402,16 @@ def bench(
     import torch
 
     from cl_fir import atomic_io
-    from cl_fir.bench import bench_loader, bench_map, bench_map_gallery, bench_train, default_worker_counts
+    from cl_fir.bench import (bench_loader, bench_map, bench_map_gallery, bench_train, bench_train_ablation,
+                              default_worker_counts)
 
     gpu = torch.cuda.is_available() and device != "cpu"
     parts = {p.strip() for p in only.split(",") if p.strip()} if only else \
         ({"map", "train", "loader", "gallery"} if gpu else {"map", "train", "loader"})
-    unknown = parts - {"map", "train", "loader", "gallery"}
+    unknown = parts - {"map", "train", "loader", "gallery", "ablation"}
     if unknown or not parts:
-        raise CLFirError(f"--only: expected a comma-separated subset of map, train, loader, gallery, got {only!r}")
+        raise CLFirError(f"--only: expected a comma-separated subset of map, train, loader, gallery, ablation, "
+                         f"got {only!r}")
     results = []
     if "map" in parts:
         res = bench_map()
@@ -431,15 +434,23 @@ def bench(
             out.print(f"  chunk {row['chunk_elements']:>9} elements: {row['seconds']:.3f} s{mem} | "
                       f"max |diff| vs first {row['max_abs_difference_vs_first']:.1e}", highlight=False)
         results.append(res)
+    train_args = (backbone or ("resnet50" if gpu else "resnet18"), image_size or (224 if gpu else 112),
+                  batch_size or (128 if gpu else 16), steps or (50 if gpu else 5))
     if "train" in parts:
-        res = bench_train(backbone or ("resnet50" if gpu else "resnet18"), image_size or (224 if gpu else 112),
-                          batch_size or (128 if gpu else 16), steps or (50 if gpu else 5), device=device,
-                          precision=precision, compile=compile)
+        res = bench_train(*train_args, device=device, precision=precision, compile=compile)
         out.print(f"Training step, {res['backbone']} {res['image_size']} px, {res['images_per_step']} images/step, "
                   f"{res['precision']} on {res['device']}{', compiled' if compile else ''}:")
         out.print(f"  harness loop {res['harness_images_per_s']:.1f} img/s | bare PyTorch loop "
                   f"{res['bare_images_per_s']:.1f} img/s | harness overhead {100 * res['harness_overhead']:+.1f}%",
                   highlight=False)
+        results.append(res)
+    if "ablation" in parts:
+        res = bench_train_ablation(*train_args, device=device, precision=precision, compile=compile)
+        out.print(f"Training step ablation, {res['backbone']} {res['image_size']} px, {res['images_per_step']} "
+                  f"images/step, {res['precision']} on {res['device']} (best of {res['repeats']}, alternating order):")
+        for row in res["rows"]:
+            out.print(f"  {row['variant']:<36} {row['images_per_s']:9.1f} img/s  {100 * row['overhead_vs_bare']:+6.1f}%"
+                      f" vs bare", highlight=False)
         results.append(res)
     if "loader" in parts:
         counts = default_worker_counts()

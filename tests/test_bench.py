@@ -6,7 +6,8 @@ import json
 
 from typer.testing import CliRunner
 
-from cl_fir.bench import bench_loader, bench_map_gallery, bench_train, default_worker_counts, naive_average_precision
+from cl_fir.bench import (bench_loader, bench_map_gallery, bench_train, bench_train_ablation, default_worker_counts,
+                          naive_average_precision)
 from cl_fir.cli import app
 from cl_fir.evaluation.retrieval import average_precision
 
@@ -24,6 +25,13 @@ def test_train_benchmark_runs_both_loops_on_the_same_model():
     res = bench_train("test_resnet", image_size=32, batch_size=4, steps=1, repeats=1, device="cpu")
     assert res["images_per_step"] == 8 and res["harness_images_per_s"] > 0 and res["bare_images_per_s"] > 0
     assert res["precision"] == "fp32"
+
+
+def test_train_ablation_times_every_variant_against_bare():
+    res = bench_train_ablation("test_resnet", image_size=32, batch_size=4, steps=1, repeats=2, device="cpu")
+    names = [r["variant"] for r in res["rows"]]
+    assert names[0] == "bare" and "harness" in names and len(names) == 6
+    assert res["rows"][0]["overhead_vs_bare"] == 0.0 and all(r["images_per_s"] > 0 for r in res["rows"])
 
 
 def test_loader_benchmark_compares_decoders_and_workers():
