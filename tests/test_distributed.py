@@ -41,35 +41,43 @@ def _loss(emb_full, labels_full, emb_local):
     return doublet_infonce(emb_full[:B], emb_full[B:], labels_full[:B], 0.2) + emb_local.pow(2).mean()
 
 
-def _worker(rank: int, world: int, port: int, out: str):
+def _on_rank(rank: int, check, world: int, port: int, out: str):
+    """Process ``rank`` of ``world`` (gloo): runs ``check(ctx)``, then leaves ok<rank> in ``out``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        ctx = DistributedContext(rank, world, rank, "gloo")
-        model, x, labels = _model_and_batch()
-        # reference: one process, the whole batch
-        emb = F.normalize(model(x), dim=1)
-        _loss(emb, labels, emb).backward()
-        reference = [p.grad.clone() for p in model.parameters()]
-        model.zero_grad()
-        # this rank's share, gathered for the loss, gradients averaged
-        idx = ctx.shard(list(range(16)))
-        local = F.normalize(model(x[idx]), dim=1)
-        full = ctx.gather_pairs(local)
-        torch.testing.assert_close(full, F.normalize(model(x), dim=1))     # same rows, same order
-        _loss(full, ctx.gather_pairs(labels[idx]), local).backward()
-        ctx.average_gradients(model.parameters())
-        for got, want in zip((p.grad for p in model.parameters()), reference):
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
-        ctx.check_in_sync(model, "in the test")
+        check(DistributedContext(rank, world, rank, "gloo"))
         Path(out, f"ok{rank}").write_text("ok")
     finally:
         dist.destroy_process_group()
 
 
-def test_sharded_batch_with_gathered_loss_gives_the_single_process_gradient(tmp_path):
-    mp.spawn(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+def _on_two_ranks(check, tmp_path) -> None:
+    mp.spawn(_on_rank, args=(check, 2, _free_port(), str(tmp_path)), nprocs=2, join=True)
     assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()
+
+
+def _gathered_loss_gradient(ctx: DistributedContext):
+    model, x, labels = _model_and_batch()
+    # reference: one process, the whole batch
+    emb = F.normalize(model(x), dim=1)
+    _loss(emb, labels, emb).backward()
+    reference = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    # this rank's share, gathered for the loss, gradients averaged
+    idx = ctx.shard(list(range(16)))
+    local = F.normalize(model(x[idx]), dim=1)
+    full = ctx.gather_pairs(local)
+    torch.testing.assert_close(full, F.normalize(model(x), dim=1))     # same rows, same order
+    _loss(full, ctx.gather_pairs(labels[idx]), local).backward()
+    ctx.average_gradients(model.parameters())
+    for got, want in zip((p.grad for p in model.parameters()), reference):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    ctx.check_in_sync(model, "in the test")
+
+
+def test_sharded_batch_with_gathered_loss_gives_the_single_process_gradient(tmp_path):
+    _on_two_ranks(_gathered_loss_gradient, tmp_path)
 
 
 def _bn_model():
@@ -82,46 +90,38 @@ def _bn_model():
         torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(5, 6), torch.nn.BatchNorm1d(6))
 
 
-def _synced_bn_worker(rank: int, world: int, port: int, out: str):
+def _synced_bn_equals_whole_batch(ctx: DistributedContext):
     import copy
 
     from cl_fir.engine.synced_batchnorm import sync_batchnorm
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=world)
-    try:
-        ctx = DistributedContext(rank, world, rank, "gloo")
-        model = _bn_model().double()
-        synced = copy.deepcopy(model)
-        assert sync_batchnorm(synced) == 3
-        torch.manual_seed(1)
-        x = torch.randn(16, 3, 5, 5, dtype=torch.float64) * 3 + 2     # 8 doublets
-        labels = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3] * 2)
-        for _ in range(2):                                             # two steps: running statistics accumulate
-            emb = F.normalize(model(x), dim=1)
-            _loss(emb, labels, emb).backward()
-            idx = ctx.shard(list(range(16)))
-            local = F.normalize(synced(x[idx]), dim=1)
-            full = ctx.gather_pairs(local)
-            torch.testing.assert_close(full, emb.detach())             # whole-batch normalisation
-            _loss(full, ctx.gather_pairs(labels[idx]), local).backward()
-            ctx.average_gradients(synced.parameters())
-            for (name, got), want in zip(synced.named_parameters(), model.parameters()):
-                torch.testing.assert_close(got.grad, want.grad, rtol=1e-7, atol=1e-9, msg=name)
-            for p in (*model.parameters(), *synced.parameters()):
-                p.grad = None
-        for (name, got), want in zip(synced.named_buffers(), model.buffers()):
-            torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9, msg=name)
-        synced.eval(), model.eval()
-        torch.testing.assert_close(synced(x), model(x))
-        Path(out, f"ok{rank}").write_text("ok")
-    finally:
-        dist.destroy_process_group()
+    model = _bn_model().double()
+    synced = copy.deepcopy(model)
+    assert sync_batchnorm(synced) == 3
+    torch.manual_seed(1)
+    x = torch.randn(16, 3, 5, 5, dtype=torch.float64) * 3 + 2     # 8 doublets
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 3, 3] * 2)
+    for _ in range(2):                                             # two steps: running statistics accumulate
+        emb = F.normalize(model(x), dim=1)
+        _loss(emb, labels, emb).backward()
+        idx = ctx.shard(list(range(16)))
+        local = F.normalize(synced(x[idx]), dim=1)
+        full = ctx.gather_pairs(local)
+        torch.testing.assert_close(full, emb.detach())             # whole-batch normalisation
+        _loss(full, ctx.gather_pairs(labels[idx]), local).backward()
+        ctx.average_gradients(synced.parameters())
+        for (name, got), want in zip(synced.named_parameters(), model.parameters()):
+            torch.testing.assert_close(got.grad, want.grad, rtol=1e-7, atol=1e-9, msg=name)
+        for p in (*model.parameters(), *synced.parameters()):
+            p.grad = None
+    for (name, got), want in zip(synced.named_buffers(), model.buffers()):
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=1e-9, msg=name)
+    synced.eval(), model.eval()
+    torch.testing.assert_close(synced(x), model(x))
 
 
 def test_synced_batchnorm_over_two_processes_equals_one_process_on_the_whole_batch(tmp_path):
-    mp.spawn(_synced_bn_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
-    assert (tmp_path / "ok0").exists() and (tmp_path / "ok1").exists()
+    _on_two_ranks(_synced_bn_equals_whole_batch, tmp_path)
 
 
 def test_sync_batchnorm_keeps_one_process_and_checkpoints_unchanged():
