@@ -14,7 +14,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.utils.data import DataLoader
 
 from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
 from cl_fir.registry import register_strategy
@@ -64,7 +63,7 @@ class EWC(Strategy):
         model.eval()
         batches = 0
         try:
-            for batch in DataLoader(dataset, batch_sampler=sampler, num_workers=loop.num_workers):
+            for batch in loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, stream=8)):
                 model.zero_grad(set_to_none=True)
                 images = loop.forward_batch(batch)
                 self.criterion(loop).backward()

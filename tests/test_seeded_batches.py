@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -53,14 +54,15 @@ def test_seeded_items_draw_the_same_in_workers_and_leave_the_caller_random_state
     assert torch.rand(()) == after                                           # untouched by the items' draws
 
 
-def test_results_do_not_depend_on_the_number_of_loader_workers(tiny_scenario, tmp_path):
+@pytest.mark.parametrize("strategy", ["finetune", "ewc"])      # ewc: its Fisher pass loads training data too
+def test_results_do_not_depend_on_the_number_of_loader_workers(tiny_scenario, tmp_path, strategy):
     matrices = []
     for workers in (0, 2):
         out = tmp_path / f"w{workers}"
-        res = CliRunner().invoke(app, ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--quiet",
+        res = CliRunner().invoke(app, ["run", "--strategy", strategy, "--scenario", str(tiny_scenario), "--quiet",
                                        "--num-workers", str(workers), "--output-dir", str(out)])
         assert res.exit_code == 0, res.output
-        matrices.append(np.genfromtxt(out / "tiny" / "finetune" / "seed0" / "matrix.csv", delimiter=",",
+        matrices.append(np.genfromtxt(out / "tiny" / strategy / "seed0" / "matrix.csv", delimiter=",",
                                       skip_header=1)[:, 1:])
     np.testing.assert_array_equal(matrices[0], matrices[1])
 

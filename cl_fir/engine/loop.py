@@ -128,6 +128,15 @@ class TrainingLoop:
         n = self.cfg.train.num_workers
         return n if n >= 0 else (4 if self.setup.device.type == "cuda" else 0)
 
+    def seeded_loader(self, dataset, batch_sampler, seed: int, skip: int = 0,
+                      shard: Callable[[list], list] | None = None) -> DataLoader:
+        """A DataLoader whose samples draw their augmentations from ``seed`` and their position
+        (:class:`SeededBatches`), so the number of workers never changes what is drawn; for
+        strategies' own passes over training data too (e.g. EWC's Fisher)."""
+        return DataLoader(SeededItems(dataset), batch_sampler=SeededBatches(batch_sampler, skip, seed, shard),
+                          num_workers=self.num_workers, pin_memory=self.setup.device.type == "cuda",
+                          worker_init_fn=worker_init)
+
     def epoch_seed(self, epoch: int, stream: int) -> int:
         """A seed for one random stream of one epoch of the current increment."""
         return derive_seed(self.cfg.seed, self.increment.index, epoch, stream)
@@ -190,9 +199,7 @@ class TrainingLoop:
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
             shard = self.dist.shard if self.dist.enabled else None
-            batch_sampler = SeededBatches(sampler, skip, self.epoch_seed(epoch, stream=7), shard)
-            loader = DataLoader(SeededItems(dataset), batch_sampler=batch_sampler, num_workers=self.num_workers,
-                                pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init)
+            loader = self.seeded_loader(dataset, sampler, self.epoch_seed(epoch, stream=7), skip, shard)
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
             self.loss_readback.reset()
