@@ -50,6 +50,18 @@ def task_aware_dataset(dataset, task_labels: Sequence[int], train_transform: Cal
     )
 
 
+def tagged_dataset(dataset, targets: Sequence[int], task_labels: Sequence[int]):
+    """A generic Avalanche dataset over items that are not (x, y) pairs (composed triplets):
+    items are returned unchanged, ``targets`` and ``targets_task_labels`` are data attributes
+    (what ``with_classes_timeline`` and ``with_task_labels`` read). Transforms stay the
+    wrapped dataset's own."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="no QP solver found")
+        from avalanche.benchmarks.utils import AvalancheDataset, DataAttribute
+    return AvalancheDataset([dataset], data_attributes=[DataAttribute(list(targets), "targets"),
+                                                        DataAttribute(list(task_labels), "targets_task_labels")])
+
+
 _CLASS_FIELDS = ("classes_in_this_experience", "previous_classes", "classes_seen_so_far", "future_classes")
 
 

@@ -24,8 +24,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import Dataset
+from torch.utils.data import ConcatDataset, Dataset
 
+from cl_fir import avalanche_compat
 from cl_fir.config import RunConfig
 from cl_fir.data.asen_meta import AttributeMeta, SampleTable
 from cl_fir.data.composed import (FASHION200K_CATEGORIES, FASHIONIQ_CATEGORIES, SHOES_CATEGORIES, ComposedSplit,
@@ -167,7 +168,7 @@ class ComposedScenario(IncrementViews):
         train_tf, eval_tf = build_transforms(cfg.transforms)
         self._train_images = _Images(train.image_path, train_tf)
         eval_images = _Images(test.image_path, eval_tf)
-        self._rows, self.increments = [], []
+        self._rows, self._row_ranges, self.increments = [], [], []
         bad = self._bad
         for i, group in enumerate(groups):
             start = len(self._rows)
@@ -182,8 +183,21 @@ class ComposedScenario(IncrementViews):
                 raise ConfigError(f"{spec.path}: increment {i + 1} category(ies) {', '.join(missing)} have no usable "
                                   f"training triplets")
             self.increments.append(ComposedIncrement(i, tuple(group), SampleTable(ids, tasks, np.zeros_like(ids))))
+            self._row_ranges.append((start, len(self._rows)))
+        self._test_rows: dict[int, list] = {}
         self.eval_tasks = {a: self._task(a, test, eval_images) for inc in self.increments for a in inc.attributes}
-        self.benchmark = None   # composed data is not exposed as an Avalanche benchmark yet
+        #: The Avalanche benchmark: one experience per increment; items are ``(reference image, text, target
+        #: image, category)``, classes and task labels are the categories. The test stream holds each
+        #: query with its first target; retrieval is scored against the galleries of ``eval_tasks``.
+        self.benchmark = avalanche_compat.benchmark(
+            [self._tagged(self._rows[lo:hi], self._train_images) for lo, hi in self._row_ranges],
+            [self._tagged([r for a in inc.attributes for r in self._test_rows[a]], eval_images)
+             for inc in self.increments])
+
+    @staticmethod
+    def _tagged(rows: list, images: "_Images"):
+        tasks = [r[3] for r in rows]
+        return avalanche_compat.tagged_dataset(ComposedTripletDataset(rows, images), tasks, tasks)
 
     # ------------------------------------------------------------------ building
 
@@ -216,6 +230,7 @@ class ComposedScenario(IncrementViews):
                 skipped += 1
                 continue
             queries.append((q.reference, query_text(q.texts)))
+            self._test_rows.setdefault(a, []).append((q.reference, query_text(q.texts), q.targets[0], a))
             targets.append([index[t] for t in q.targets])
             excluded.append(index.get(q.reference))
         rows = self.data_report["skipped_rows"]
@@ -229,9 +244,16 @@ class ComposedScenario(IncrementViews):
     # ------------------------------------------------------------------ data
 
     def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
-        """All training triplets as one dataset; the table's image_ids index it."""
-        table = SampleTable.concat([self.increments[i].train_table for i in increment_indices])
-        return ComposedTripletDataset(self._rows, self._train_images), table
+        """The benchmark's training datasets of these increments, concatenated; the table's
+        image_ids index the concatenation (the increments' triplet ids shifted to it)."""
+        datasets, tables, offset = [], [], 0
+        for i in increment_indices:
+            start, stop = self._row_ranges[i]
+            t = self.increments[i].train_table
+            tables.append(SampleTable(t.image_ids - start + offset, t.attributes, t.values))
+            datasets.append(self.benchmark.train_stream[i].dataset)
+            offset += stop - start
+        return (datasets[0] if len(datasets) == 1 else ConcatDataset(datasets)), SampleTable.concat(tables)
 
     def training_texts(self) -> list[str]:
         """Every training query text of every increment (the vocabulary's source)."""

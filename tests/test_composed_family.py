@@ -78,6 +78,25 @@ def test_composed_runs_record_recall_and_resume_exactly(strategy, loss, cir_scen
     assert (split / "matrix.csv").read_text() == (full / "matrix.csv").read_text()
 
 
+def test_composed_scenarios_are_avalanche_benchmarks_that_training_reads(cir_scenario):
+    from avalanche.benchmarks.scenarios import CLScenario
+
+    from cl_fir.scenario import build_scenario, load_spec
+
+    sc = build_scenario(load_spec(str(cir_scenario)), resolve_config("finetune", str(cir_scenario)))
+    bm = sc.benchmark
+    assert isinstance(bm, CLScenario) and len(bm.train_stream) == len(bm.test_stream) == 3
+    for i, (train, test) in enumerate(zip(bm.train_stream, bm.test_stream)):
+        assert train.task_labels == [i] and train.classes_in_this_experience == [i]      # one category each
+        ref, text, tgt, task = train.dataset[0]
+        assert tuple(ref.shape) == tuple(tgt.shape) == (3, 32, 32) and isinstance(text, str) and task == i
+        assert len(test.dataset) == sc.eval_tasks[i].num_queries and test.dataset[0][3] == i
+    dataset, table = sc.training_data([1, 2])          # what training reads: the stream's datasets
+    assert len(dataset) == len(bm.train_stream[1].dataset) + len(bm.train_stream[2].dataset)
+    assert sorted(table.image_ids.tolist()) == list(range(len(dataset)))
+    assert [dataset[int(k)][3] for k in table.image_ids] == table.attributes.tolist()
+
+
 def test_strategies_without_the_composed_family_say_so(cir_scenario):
     for name in ("replay", "mcl_fir_isolated"):
         with pytest.raises(ConfigError, match=f"{name}.*supports: attribute"):
