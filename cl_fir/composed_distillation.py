@@ -22,4 +22,4 @@ def composed_pairs(loop, teacher, attrs: torch.Tensor, teacher_refs: torch.Tenso
             teacher_t = teacher.embed_target(teacher_targets)
     loop.cost.add_forward_only(2 * B)          # the teacher's passes over references and targets
     loop.cost.add_head_passes(B)               # the student's extra compositor pass (back-propagated)
-    return (student_q, teacher_q), (loop.mb_output[B:], teacher_t)
+    return (student_q, teacher_q), (loop.mb_local_output[B:], teacher_t)   # this rank's targets under torchrun

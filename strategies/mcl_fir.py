@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 
 from cl_fir.composed_distillation import composed_pairs
-from cl_fir.data.views import random_affine_view
+from cl_fir.data.views import random_affine_thetas, random_affine_view
 from cl_fir.errors import ConfigError
 from cl_fir.losses import embedding_distillation, pooled_feature_distillation
 from cl_fir.models.ema import EMATeacher
@@ -114,7 +114,7 @@ class MCLFIR(Strategy):
         draws = len(kd_attrs) if self.opts.kd_old_attributes == 0 else self.opts.kd_old_attributes
         teacher = self.teacher.module
         with torch.no_grad(), loop.setup.autocast():
-            view = random_affine_view(x, self.opts.view_strength) if self.opts.teacher_view == "augmented" else x
+            view = self._view(loop, x)
             t_map = teacher.features(view)
         loop.cost.add_forward_only(n, backbone_only=True)   # the teacher's head passes are counted below
         kd = loop.mb_output.new_zeros(())
@@ -122,7 +122,7 @@ class MCLFIR(Strategy):
             if self.opts.kd_old_attributes == 0:
                 attrs = choices[k].expand(n)
             else:
-                attrs = choices[torch.randint(len(kd_attrs), (n,))].to(x.device)
+                attrs = choices[loop.per_sample_draw(lambda m: torch.randint(len(kd_attrs), (m,))).to(x.device)]
             with loop.setup.autocast():
                 with torch.no_grad():
                     t_emb = teacher.embed(t_map, attrs)
@@ -138,13 +138,20 @@ class MCLFIR(Strategy):
         """Composed family: through old categories' compositor heads, the student's queries and
         the shared encoder's targets are pulled towards the EMA teacher's, whose views are
         randomly distorted as in the attribute family."""
-        x, n = loop.mb_x, loop.mb_x.shape[0]
-        attrs = torch.as_tensor(kd_attrs, device=x.device)[torch.randint(len(kd_attrs), (n,))].to(x.device)
-        views = [random_affine_view(v, self.opts.view_strength) if self.opts.teacher_view == "augmented" else v
-                 for v in (x, loop.mb_target_x)]
+        x = loop.mb_x
+        draws = loop.per_sample_draw(lambda m: torch.randint(len(kd_attrs), (m,)))
+        attrs = torch.as_tensor(kd_attrs, device=x.device)[draws.to(x.device)]
+        views = [self._view(loop, v) for v in (x, loop.mb_target_x)]
         kd = sum(embedding_distillation(s, t, self.opts.kd_loss)
                  for s, t in composed_pairs(loop, self.teacher.module, attrs, *views))
         loop.loss = loop.loss + self.opts.kd_weight * kd / 2
+
+    def _view(self, loop, images):
+        """The teacher's view of a batch: randomly distorted (``teacher_view = augmented``) or as is."""
+        if self.opts.teacher_view != "augmented":
+            return images
+        return random_affine_view(images, thetas=loop.per_sample_draw(
+            lambda m: random_affine_thetas(m, self.opts.view_strength)))
 
     def after_update(self, loop):
         if self.teacher is not None:

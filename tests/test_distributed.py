@@ -155,22 +155,31 @@ def test_shard_needs_a_batch_that_splits():
         ctx.shard(list(range(6)))
 
 
+def _run_cl_fir(args: list[str], out: Path, processes: int = 1) -> subprocess.CompletedProcess:
+    """``cl-fir <args> --output-dir out`` in one process, or under torchrun with ``processes``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = [sys.executable] if processes == 1 else [
+        str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", str(processes),
+        "--master-port", str(_free_port())]
+    done = subprocess.run([*launcher, "-m", "cl_fir", *args, "--output-dir", str(out)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _matrix(run_dir: Path) -> np.ndarray:
+    return np.genfromtxt(run_dir / "matrix.csv", delimiter=",", skip_header=1)[:, 1:]
+
+
 def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     """Flips are seeded by a sample's position, whichever rank loads it, so the only
     difference between one process and two is BatchNorm's statistics: with
     ``train.sync_batchnorm`` the matrices are equal up to float summation order."""
-    torchrun = Path(sys.executable).with_name("torchrun")
     args = ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
             "--set", "train.samples_per_epoch=32"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "cl_fir", *args, "--output-dir", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=300)
-    assert one.returncode == 0, one.stderr[-2000:]
+    _run_cl_fir(args, tmp_path / "one")
     for name, extra in (("two", []), ("two_synced", ["--set", "train.sync_batchnorm=true"])):
-        two = subprocess.run([str(torchrun), "--nproc-per-node", "2", "--master-port", str(_free_port()),
-                              "-m", "cl_fir", *args, *extra, "--output-dir", str(tmp_path / name)],
-                             capture_output=True, text=True, env=env, timeout=300)
-        assert two.returncode == 0, two.stderr[-3000:]
+        two = _run_cl_fir([*args, *extra], tmp_path / name, processes=2)
         assert two.stdout.count("| tiny | finetune |") == 1                  # rank 0 alone reports
     runs = [tmp_path / d / "tiny" / "finetune" / "seed1" for d in ("one", "two", "two_synced")]
     info = json.loads((runs[1] / "run.json").read_text())
@@ -180,10 +189,35 @@ def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     counts = ("images_forwarded", "optimizer_steps")
     a, b = (json.loads((r / "cost.json").read_text())["increments"] for r in runs[:2])
     assert [[c[k] for k in counts] for c in a] == [[c[k] for k in counts] for c in b]
-    m1, m2, m3 = (np.genfromtxt(r / "matrix.csv", delimiter=",", skip_header=1)[:, 1:] for r in runs)
+    m1, m2, m3 = (_matrix(r) for r in runs)
     # per-rank BatchNorm normalises each rank's half batch: close, not equal
     assert np.nanmax(np.abs(m1 - m2)) < 10.0 and abs(np.nanmean(m1) - np.nanmean(m2)) < 3.0
     # whole-batch statistics: the single-process run, up to float summation order (which can
     # swap a near-tie in a ranking after training)
     np.testing.assert_allclose(m3, m1, atol=0.25)
     assert abs(np.nanmean(m3) - np.nanmean(m1)) < 0.05
+
+
+def test_torchrun_runs_the_composed_family_with_distillation(tmp_path, cache_dir):
+    """lwf on composed triplets under torchrun: shards of triplets, gathered queries and
+    targets, distillation on each rank's own rows. Its per-increment compositor heads keep
+    per-rank BatchNorm statistics, so the matrix is close to one process's, not equal."""
+    from test_composed_family import TINY_CIR
+
+    scenario = tmp_path / "tiny-cir.toml"
+    scenario.write_text(TINY_CIR.replace("{gallery}", "split").replace("{groups}", "3"))
+    args = ["run", "--strategy", "lwf", "--scenario", str(scenario), "--quiet", "--set", "train.sync_batchnorm=true"]
+    _run_cl_fir(args, tmp_path / "one")
+    two = _run_cl_fir(args, tmp_path / "two", processes=2)
+    assert two.stdout.count("| tiny-cir | lwf |") == 1
+    m1, m2 = (_matrix(tmp_path / d / "tiny-cir" / "lwf" / "seed0") for d in ("one", "two"))
+    # Recall@10 over 8 queries per category: a query is 12.5 points
+    assert np.nanmax(np.abs(m2 - m1)) <= 25.0 and abs(np.nanmean(m2) - np.nanmean(m1)) < 7.5
+
+
+def test_per_sample_draws_are_the_whole_batch_rows_of_this_rank():
+    ctx = DistributedContext(1, 2, 1, "gloo")
+    assert ctx.local_rows(4, paired=True).tolist() == [2, 3, 6, 7]            # as shard() splits doublets
+    assert ctx.local_rows(3, paired=False).tolist() == [3, 4, 5]              # as shard_triplets() splits
+    assert ctx.shard(list(range(8))) == [2, 3, 6, 7] and ctx.shard_triplets(list(range(6))) == [3, 4, 5]
+

@@ -85,6 +85,27 @@ class DistributedContext:
         lo = self.rank * b
         return batch[lo:lo + b] + batch[B + lo:B + lo + b]
 
+    def shard_triplets(self, batch: list) -> list:
+        """This rank's part of a batch of composed triplets (one key each): a contiguous slice."""
+        if not self.enabled:
+            return batch
+        if len(batch) % self.world_size:
+            raise ConfigError(f"train.batch_size: {len(batch)} triplets do not split over {self.world_size} "
+                              f"processes; use a multiple of {self.world_size}")
+        b = len(batch) // self.world_size
+        return batch[self.rank * b:(self.rank + 1) * b]
+
+    def local_rows(self, n_local: int, paired: bool) -> torch.Tensor:
+        """Where this rank's ``n_local`` samples sit in the whole batch: its anchors and its
+        positives for doublet batches (``paired``, see :meth:`shard`), a contiguous slice for
+        triplet batches (:meth:`shard_triplets`)."""
+        if not paired:
+            return torch.arange(self.rank * n_local, (self.rank + 1) * n_local)
+        b = n_local // 2
+        B = b * self.world_size
+        mine = torch.arange(self.rank * b, (self.rank + 1) * b)
+        return torch.cat([mine, mine + B])
+
     def gather_pairs(self, local: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`shard` across ranks: the full batch ``[anchors; positives]``, differentiable."""
         if not self.enabled:

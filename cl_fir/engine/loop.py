@@ -88,8 +88,6 @@ class TrainingLoop:
         self.cfg = cfg
         #: data-parallel ranks (one process unless started by torchrun); rank 0 evaluates and writes
         self.dist = dist or DistributedContext()
-        if self.dist.enabled and getattr(scenario, "protocol", None) == "composed":
-            raise ConfigError("composed-retrieval scenarios run in one process for now (no torchrun)")
         if self.dist.enabled and hasattr(model, "training_branches"):
             raise ConfigError("model.arch = 'asenpp' runs in one process for now (no torchrun): its branch losses "
                               "are not gathered across ranks")
@@ -113,6 +111,7 @@ class TrainingLoop:
         self.optimizer: torch.optim.Optimizer | None = None
         self.scheduler = None
         self.mb_x = self.mb_y = self.mb_task = self.mb_group = self.mb_output = self.mb_features = self.loss = None
+        self.mb_local_output = None
         self.mb_target_x = self.mb_text = self.mb_text_features = None     # composed family only
         #: divides the data into clusters and tags batches with them, for heads that ask (D&C)
         self.division = DataDivision.for_model(model)
@@ -198,7 +197,8 @@ class TrainingLoop:
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
-            shard = self.dist.shard if self.dist.enabled else None
+            shard = None if not self.dist.enabled else (
+                self.dist.shard_triplets if self.scenario.protocol == "composed" else self.dist.shard)
             loader = self.seeded_loader(dataset, sampler, self.epoch_seed(epoch, stream=7), skip, shard)
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
@@ -257,7 +257,8 @@ class TrainingLoop:
         ref, texts, tgt, task = batch
         self.mb_x, self.mb_target_x, self.mb_text = self.setup.to_device(ref), self.setup.to_device(tgt), list(texts)
         self.mb_task = task.to(self.setup.device, non_blocking=True)
-        self.mb_y = torch.arange(ref.shape[0], device=self.setup.device).repeat(2)
+        # each query's target is its partner; ids count over the whole batch across ranks (see gather_pairs)
+        self.mb_y = (torch.arange(ref.shape[0], device=self.setup.device) + self.dist.rank * ref.shape[0]).repeat(2)
         self.mb_group = None
         self.strategy.before_forward(self)
         clear_auxiliary(self.model)
@@ -272,6 +273,17 @@ class TrainingLoop:
         """One optimizer step; returns the latest loss that has reached the host (on CUDA the
         previous step's, None at the first step: see ``engine/loss_readback.py``)."""
         return self._backward_and_step(self.forward_batch(batch))
+
+    def per_sample_draw(self, draw: Callable[[int], torch.Tensor]) -> torch.Tensor:
+        """Random values for this process's samples of the current batch: ``draw(n)`` gives n
+        of them (first dimension n). Under torchrun every rank draws for the whole batch and
+        keeps its own rows, so the run draws exactly what one process would (strategies'
+        per-sample draws, e.g. the old attribute each sample is distilled under)."""
+        n_local = self.mb_x.shape[0]
+        if not self.dist.enabled:
+            return draw(n_local)
+        whole = draw(n_local * self.dist.world_size)
+        return whole[self.dist.local_rows(n_local, paired=self.scenario.protocol != "composed")]
 
     def _non_finite_loss(self, value: float, where: tuple[int, int, int]) -> None:
         increment, epoch, step = where
@@ -295,6 +307,7 @@ class TrainingLoop:
         return self.mb_x.shape[0]
 
     def _backward_and_step(self, n_images: int) -> float | None:
+        self.mb_local_output = self.mb_output   # this rank's rows (for per-sample terms such as distillation)
         if self.dist.enabled:   # the strategy's loss sees the whole batch, as in one process
             self.mb_output = self.dist.gather_pairs(self.mb_output)
             self.mb_y = self.dist.gather_pairs(self.mb_y)
