@@ -221,3 +221,18 @@ def test_per_sample_draws_are_the_whole_batch_rows_of_this_rank():
     assert ctx.local_rows(3, paired=False).tolist() == [3, 4, 5]              # as shard_triplets() splits
     assert ctx.shard(list(range(8))) == [2, 3, 6, 7] and ctx.shard_triplets(list(range(6))) == [3, 4, 5]
 
+
+def test_sync_batchnorm_leaves_routed_heads_alone():
+    from cl_fir.engine.synced_batchnorm import RankSyncedStatistics, sync_batchnorm
+
+    class TwoHeads(torch.nn.Module):
+        def __init__(self, heads: int):
+            super().__init__()
+            self.backbone = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))
+            self.heads = torch.nn.ModuleList(torch.nn.BatchNorm2d(4) for _ in range(heads))
+
+    routed, single = TwoHeads(2), TwoHeads(1)
+    assert sync_batchnorm(routed) == 1 and sync_batchnorm(single) == 2
+    assert isinstance(routed.backbone[1], RankSyncedStatistics)
+    assert not any(isinstance(h, RankSyncedStatistics) for h in routed.heads)
+    assert isinstance(single.heads[0], RankSyncedStatistics)

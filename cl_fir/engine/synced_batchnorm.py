@@ -25,6 +25,12 @@ averaging, and the CPU test is the same code the GPUs run.
 
 The conversion swaps each layer's class in place. Parameters, buffers and state-dict keys
 are unchanged, so checkpoints load into unconverted models and the reverse.
+
+Only layers that every sample passes are synchronised: backbones, the text encoder, and
+the head of single-head models. Multi-head models route each sample to its increment's
+head, and a rank runs a head only when it holds samples for it. A collective inside such a
+head could then meet a different layer's collective on another rank, with the same shape:
+a silent mix-up. Those heads keep per-rank statistics.
 """
 
 from __future__ import annotations
@@ -99,11 +105,24 @@ def _supported(module: nn.Module) -> bool:
             and hasattr(module, "act") and hasattr(module, "drop"))
 
 
+def routed_modules(model: nn.Module) -> set[int]:
+    """Ids of the modules that see only some samples of a batch: the per-increment heads of
+    multi-head models (``model.heads`` with more than one entry, which route each sample to
+    its task's head). A rank runs such a head only when it holds samples for it, so a
+    collective inside it could pair with another layer's on another rank."""
+    heads = getattr(model, "heads", None)
+    if isinstance(heads, nn.ModuleList) and len(heads) > 1:
+        return {id(m) for head in heads for m in head.modules()}
+    return set()
+
+
 def sync_batchnorm(model: nn.Module) -> int:
-    """Make every BatchNorm layer of ``model`` use whole-batch statistics across ranks (in
-    place; a no-op in one process); returns how many layers were converted."""
+    """Make the BatchNorm layers that every sample passes (backbones, text encoder, a single
+    head) use whole-batch statistics across ranks, in place; those of per-increment heads
+    keep per-rank statistics (:func:`routed_modules`). Returns how many layers were converted."""
+    routed = routed_modules(model)
     layers = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
-              and not isinstance(m, RankSyncedStatistics)]
+              and not isinstance(m, RankSyncedStatistics) and id(m) not in routed]
     unsupported = [f"{name} ({type(m).__module__}.{type(m).__name__})" for name, m in layers if not _supported(m)]
     if unsupported:
         raise ConfigError("train.sync_batchnorm: these BatchNorm layers are of a kind it cannot synchronise (only "
