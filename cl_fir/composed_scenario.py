@@ -32,9 +32,8 @@ from cl_fir.data.asen_meta import AttributeMeta, SampleTable
 from cl_fir.data.composed import (FASHION200K_CATEGORIES, FASHIONIQ_CATEGORIES, SHOES_CATEGORIES, ComposedSplit,
                                   read_fashion200k, read_fashioniq, read_shoes)
 from cl_fir.data.image_check import check_images
-from cl_fir.data.image_dataset import load_rgb
 from cl_fir.data.problems import ProblemLog
-from cl_fir.data.transforms import build_transforms
+from cl_fir.data.transforms import build_reader, build_transforms
 from cl_fir.errors import ConfigError
 from cl_fir.scenario import IncrementViews
 
@@ -48,13 +47,13 @@ class ComposedIncrement:
 
 
 class _Images:
-    """Lazy RGB images by key, transformed."""
+    """Lazy images by key: read by ``reader`` (``data/transforms.py``, ``build_reader``), transformed."""
 
-    def __init__(self, paths: dict[str, Path], transform):
-        self.paths, self.transform = paths, transform
+    def __init__(self, paths: dict[str, Path], transform, reader):
+        self.paths, self.transform, self.reader = paths, transform, reader
 
     def __call__(self, key: str):
-        return self.transform(load_rgb(self.paths[key], getattr(self.transform, "decode_min_side", None)))
+        return self.transform(self.reader(self.paths[key]))
 
 
 class ComposedTripletDataset(Dataset):
@@ -166,8 +165,9 @@ class ComposedScenario(IncrementViews):
         self.meta = AttributeMeta(dataset_name, tuple(all_categories), (1,) * len(all_categories))
         self.data_report = self._check(train, test, check_level, cfg, progress_factory, strict)
         train_tf, eval_tf = build_transforms(cfg.transforms)
-        self._train_images = _Images(train.image_path, train_tf)
-        eval_images = _Images(test.image_path, eval_tf)
+        reader = build_reader(cfg.transforms)
+        self._train_images = _Images(train.image_path, train_tf, reader)
+        eval_images = _Images(test.image_path, eval_tf, reader)
         self._rows, self._row_ranges, self.increments = [], [], []
         bad = self._bad
         for i, group in enumerate(groups):

@@ -50,7 +50,7 @@ from cl_fir.data.image_dataset import SampleImageDataset
 from cl_fir.data.synthfashion import DATASET_KEY as SYNTH_KEY
 from cl_fir.data.problems import ProblemLog
 from cl_fir.data.synthfashion import SynthFashionConfig, default_cache_dir, ensure_synthfashion
-from cl_fir.data.transforms import build_transforms
+from cl_fir.data.transforms import build_reader, build_transforms
 from cl_fir.data.zappos import DEFAULT_KEY as ZAPPOS_KEY
 from cl_fir.data.label_fraction import hide_values, labelled_mask
 from cl_fir.data.zappos import TripletTable, ZapposDataset
@@ -289,6 +289,7 @@ class Scenario(IncrementViews):
 
         train_tf, eval_tf = build_transforms(cfg.transforms)
         self.cfg_transforms = cfg.transforms
+        self.reader = build_reader(cfg.transforms)
         self.image_datasets: list[SampleImageDataset] = []
         self.increments: list[Increment] = []
         train_sets = []
@@ -354,7 +355,7 @@ class Scenario(IncrementViews):
         return TripletTask(a, self.meta.names[a], self._dataset(paths, images, transform), *index), [images]
 
     def _dataset(self, paths, table: SampleTable, transform=None) -> SampleImageDataset:
-        ds = SampleImageDataset(paths, table, self.meta.class_offsets, transform)
+        ds = SampleImageDataset(paths, table, self.meta.class_offsets, transform, self.reader)
         self.image_datasets.append(ds)
         return ds
 

@@ -336,3 +336,23 @@ def test_label_file_warnings_reach_the_results(root, cache_dir):
     sc = _scenario("fashionai-4inc", root, cache_dir)
     assert sc.data_report["file_warnings"] == {"duplicate": 1}
     assert "query_test.txt" in sc.data_report["file_warning_examples"][0]
+
+
+@pytest.mark.parametrize("draft", [True, False])
+def test_training_and_evaluation_images_are_read_with_the_configured_jpeg_decoding(pristine, cache_dir, monkeypatch,
+                                                                                    draft):
+    """The training stream is Avalanche's view of a raw dataset whose transform is applied on
+    top, so the decoding (draft or not) must belong to the dataset's reader, not the transform."""
+    import cl_fir.data.image_dataset as image_dataset
+
+    seen = []
+    real = image_dataset.load_rgb
+    monkeypatch.setattr(image_dataset, "load_rgb", lambda path, min_side=None: seen.append(min_side) or
+                        real(path, min_side))
+    sc = _scenario("fashionai-2inc", pristine[0], cache_dir, **{"transforms.jpeg_draft": draft})
+    train, _ = sc.training_data([0])
+    image, *_ = train[0]
+    assert image.shape == (3, 32, 32)
+    task = sc.eval_tasks[sc.increments[0].attributes[0]]
+    task.queries[0]
+    assert seen == [32 if draft else None] * 2

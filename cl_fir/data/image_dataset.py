@@ -28,6 +28,23 @@ def load_rgb(path: str | Path, min_side: int | None = None) -> Image.Image:
 _SUBSTITUTE_SIZE = (224, 224)
 
 
+class PilReader:
+    """Reads an image file in a loader worker: decoded by PIL (with JPEG draft decoding down
+    to ``min_side``, see :func:`load_rgb`). The dataset owns its reader, so the same decoding
+    applies whichever transform is attached later (Avalanche applies the transform groups on
+    top of the raw dataset)."""
+
+    def __init__(self, min_side: int | None = None):
+        self.min_side = min_side
+
+    def __call__(self, path: str | Path) -> Image.Image:
+        return load_rgb(path, self.min_side)
+
+    @staticmethod
+    def stand_in() -> Image.Image:
+        return Image.new("RGB", _SUBSTITUTE_SIZE, (128, 128, 128))
+
+
 def record_load_failure(log_path: str | None, image_path: str | Path, exc: BaseException) -> None:
     """Append one line per failure (safe from several DataLoader workers: one short write each)."""
     message = f"{image_path}\t{type(exc).__name__}: {exc}".replace("\n", " ") + "\n"
@@ -57,8 +74,10 @@ class SampleImageDataset(Dataset):
     """
 
     def __init__(self, image_paths: Sequence[str | Path], table: SampleTable, class_offsets: np.ndarray,
-                 transform: Callable | None = None):
+                 transform: Callable | None = None, reader: Callable | None = None):
         self.image_paths = list(image_paths)
+        #: path -> what the transform receives (see ``data/transforms.py``, ``build_reader``)
+        self.reader = reader or PilReader()
         self.table = table
         self.class_ids = (np.asarray(class_offsets)[table.attributes] + table.values).astype(np.int64)
         self.transform = transform
@@ -79,10 +98,10 @@ class SampleImageDataset(Dataset):
     def __getitem__(self, index: int):
         path = self.image_paths[int(self.table.image_ids[index])]
         try:
-            img = load_rgb(path, getattr(self.transform, "decode_min_side", None))
+            img = self.reader(path)
         except Exception as exc:   # PIL raises OSError, SyntaxError, ValueError... on bad files
             record_load_failure(self.failure_log, path, exc)
-            img = Image.new("RGB", _SUBSTITUTE_SIZE, (128, 128, 128))
+            img = self.reader.stand_in()
         if self.transform is not None:
             img = self.transform(img)
         return img, int(self.class_ids[index])

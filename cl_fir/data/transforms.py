@@ -64,3 +64,11 @@ class ImageTransform:
 def build_transforms(cfg: TransformConfig) -> tuple[ImageTransform, ImageTransform]:
     """Return ``(train, eval)``; they differ only by the random horizontal flip."""
     return ImageTransform(cfg, train=True), ImageTransform(cfg, train=False)
+
+
+def build_reader(cfg: TransformConfig):
+    """How datasets read an image file (in a loader worker): PIL, with draft decoding when
+    ``jpeg_draft`` is on. The train and eval transforms then work on what it returns."""
+    from cl_fir.data.image_dataset import PilReader
+
+    return PilReader(cfg.resize if cfg.jpeg_draft else None)
