@@ -316,6 +316,10 @@ class _JpegDataset(torch.utils.data.Dataset):
         return len(self.paths)
 
     def __getitem__(self, i):
+        if self.decoder == "device":    # the worker reads the file; the batch is decoded on the device
+            from cl_fir.data.device_decoding import EncodedReader
+
+            return self.transform(EncodedReader()(self.paths[i])), 0
         if self.decoder == "torchvision":
             import warnings
 
@@ -345,22 +349,30 @@ def default_worker_counts() -> tuple[int, ...]:
     return tuple(counts)
 
 
-DECODERS = ("pil", "pil_draft", "torchvision")
+DECODERS = ("pil", "pil_draft", "torchvision", "device")
 
 
 def bench_loader(images: int = 512, source_sizes=(300, 512), crop: int = 224, workers=None,
-                 batch_size: int = 64) -> dict:
+                 batch_size: int = 64, device: str = "auto") -> dict:
     """Training-transform images/s from JPEGs on disk, per source size, decoder and worker count.
 
     Decoders: ``pil`` (full-size decode), ``pil_draft`` (the harness's default: JPEG decoded
     at the smallest DCT scale that keeps the shorter side >= the resize target; no change
-    for a 300 px source and resize 256, half size for 512 px) and torchvision's decoder."""
+    for a 300 px source and resize 256, half size for 512 px), torchvision's decoder, and
+    ``device`` (``transforms.decode = "device"``: workers read the bytes, each batch is
+    decoded and transformed on ``device`` in the main process; timed until the batch is
+    ready there)."""
     import tempfile
     from pathlib import Path
 
     from cl_fir.data.transforms import TransformConfig, build_transforms
+    from cl_fir.engine.device import resolve_device
 
-    transform, _ = build_transforms(TransformConfig(resize=int(crop * 256 / 224), crop=crop))
+    cfg = TransformConfig(resize=int(crop * 256 / 224), crop=crop)
+    transform, _ = build_transforms(cfg)
+    device_transform, _ = build_transforms(TransformConfig(**{**cfg.__dict__, "decode": "device"}))
+    setup = resolve_device(device)
+    transforms = {d: device_transform if d == "device" else transform for d in DECODERS}
     workers = default_worker_counts() if workers is None else tuple(workers)
     rows = []
     for source_size in source_sizes:
@@ -368,18 +380,27 @@ def bench_loader(images: int = 512, source_sizes=(300, 512), crop: int = 224, wo
             paths = _write_jpegs(Path(tmp), images, source_size)
             for p in paths:                      # page cache warm for every configuration alike
                 p.read_bytes()
-            rows += _loader_rows(paths, transform, source_size, workers, batch_size)
-    return {"name": "data_loader", "images": images, "source_sizes": list(source_sizes), "crop": crop, "rows": rows}
+            rows += _loader_rows(paths, transforms, source_size, workers, batch_size, setup)
+    return {"name": "data_loader", "images": images, "source_sizes": list(source_sizes), "crop": crop,
+            "device": setup.name, "rows": rows}
 
 
-def _loader_rows(paths, transform, source_size: int, workers, batch_size: int) -> list[dict]:
+def _loader_rows(paths, transforms: dict, source_size: int, workers, batch_size: int, setup) -> list[dict]:
+    from cl_fir.data.device_decoding import collate_images
+
     rows = []
     for decoder in DECODERS:
         for w in workers:
-            loader = torch.utils.data.DataLoader(_JpegDataset(paths, transform, decoder), batch_size=batch_size,
-                                                 num_workers=w, persistent_workers=False)
+            loader = torch.utils.data.DataLoader(_JpegDataset(paths, transforms[decoder], decoder),
+                                                 batch_size=batch_size, num_workers=w, persistent_workers=False,
+                                                 collate_fn=collate_images)
             start = time.perf_counter()
-            count = sum(b[0].shape[0] for b in loader)
+            if decoder == "device":
+                count = sum(setup.to_device(b[0]).shape[0] for b in loader)
+                if setup.device.type == "cuda":
+                    torch.cuda.synchronize(setup.device)
+            else:
+                count = sum(b[0].shape[0] for b in loader)
             elapsed = time.perf_counter() - start
             rows.append({"source_size": source_size, "decoder": decoder, "workers": w,
                          "images_per_s": count / elapsed, "images_per_s_per_worker": count / elapsed / max(w, 1)})

@@ -454,8 +454,10 @@ def bench(
         results.append(res)
     if "loader" in parts:
         counts = default_worker_counts()
-        res = bench_loader(images=loader_images or (512 if max(counts) <= 2 else 128 * max(counts)), workers=counts)
-        out.print(f"Data loader, {res['images']} JPEGs -> train transform {res['crop']} px, images/s (per worker):")
+        res = bench_loader(images=loader_images or (512 if max(counts) <= 2 else 128 * max(counts)), workers=counts,
+                           device=device)
+        out.print(f"Data loader, {res['images']} JPEGs -> train transform {res['crop']} px, images/s (per worker); "
+                  f"decoder 'device' decodes and transforms each batch on {res['device']}:")
         table = Table("source px", "decoder", *[f"{w} workers" for w in counts], box=None)
         for size in res["source_sizes"]:
             for decoder in dict.fromkeys(r["decoder"] for r in res["rows"]):

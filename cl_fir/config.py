@@ -162,6 +162,8 @@ class RunConfig:
              e.recall_ks),
             (self.model.embed_dim >= 1, "model.embed_dim", "an integer >= 1", self.model.embed_dim),
             (self.model.attr_dim >= 1, "model.attr_dim", "an integer >= 1", self.model.attr_dim),
+            (self.transforms.decode in ("workers", "device"), "transforms.decode", "workers or device",
+             self.transforms.decode),
             (self.precision in ("auto", "fp32", "bf16"), "precision (--precision)", "auto, fp32 or bf16",
              self.precision),
         ]

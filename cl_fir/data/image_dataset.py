@@ -99,6 +99,8 @@ class SampleImageDataset(Dataset):
         path = self.image_paths[int(self.table.image_ids[index])]
         try:
             img = self.reader(path)
+            if hasattr(img, "failure_log"):   # decoded later, on the device: failures are logged there
+                img.failure_log = self.failure_log
         except Exception as exc:   # PIL raises OSError, SyntaxError, ValueError... on bad files
             record_load_failure(self.failure_log, path, exc)
             img = self.reader.stand_in()

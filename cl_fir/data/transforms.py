@@ -25,6 +25,11 @@ class TransformConfig:
     # decoding operations. Pixels differ slightly from a full decode plus resize; false
     # decodes every image at full size.
     jpeg_draft: bool = True
+    # Where images are decoded and transformed: "workers" (PIL in the loader workers) or
+    # "device" (workers read the file; JPEGs are decoded in batches on the training device,
+    # nvJPEG on CUDA, and resized, cropped, flipped and normalised there; see
+    # data/device_decoding.py). jpeg_draft does not apply to "device".
+    decode: str = "workers"
 
 
 class ImageTransform:
@@ -61,14 +66,23 @@ class ImageTransform:
         return f"ImageTransform(resize={self.resize}, crop={self.crop}, flip={self.flip})"
 
 
-def build_transforms(cfg: TransformConfig) -> tuple[ImageTransform, ImageTransform]:
+def build_transforms(cfg: TransformConfig):
     """Return ``(train, eval)``; they differ only by the random horizontal flip."""
+    if cfg.decode == "device":
+        from cl_fir.data.device_decoding import DeviceImageTransform
+
+        return DeviceImageTransform(cfg, train=True), DeviceImageTransform(cfg, train=False)
     return ImageTransform(cfg, train=True), ImageTransform(cfg, train=False)
 
 
 def build_reader(cfg: TransformConfig):
     """How datasets read an image file (in a loader worker): PIL, with draft decoding when
-    ``jpeg_draft`` is on. The train and eval transforms then work on what it returns."""
+    ``jpeg_draft`` is on; or, for ``decode = "device"``, the file's bytes. The train and
+    eval transforms then work on what it returns."""
+    if cfg.decode == "device":
+        from cl_fir.data.device_decoding import EncodedReader
+
+        return EncodedReader()
     from cl_fir.data.image_dataset import PilReader
 
     return PilReader(cfg.resize if cfg.jpeg_draft else None)

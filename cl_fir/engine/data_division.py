@@ -35,6 +35,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from cl_fir.clustering import (bisect_clusters, centroids_of, cluster_with_retries, relabel_by_centroids,
                                relabel_by_overlap)
+from cl_fir.data.device_decoding import collate_images
 from cl_fir.models.dnc_head import UNMASKED
 
 
@@ -155,7 +156,7 @@ class DataDivision:
         model.eval()
         chunks = []
         loader = DataLoader(Subset(untransformed_view(dataset), rows.tolist()), batch_size=loop.cfg.eval.batch_size,
-                            shuffle=False, num_workers=loop.num_workers)
+                            shuffle=False, num_workers=loop.num_workers, collate_fn=collate_images)
         try:
             with torch.inference_mode():
                 for batch in loader:

@@ -31,8 +31,11 @@ class DeviceSetup:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
 
-    def to_device(self, images: torch.Tensor) -> torch.Tensor:
-        images = images.to(self.device, non_blocking=True)
+    def to_device(self, images) -> torch.Tensor:
+        """A batch of images on the device; an encoded batch (``transforms.decode = "device"``)
+        is decoded and transformed there."""
+        decode_on = getattr(images, "decode_on", None)
+        images = decode_on(self.device) if decode_on else images.to(self.device, non_blocking=True)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         return images

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from cl_fir.config import RunConfig
+from cl_fir.data.device_decoding import collate_images
 from cl_fir.engine.cost import CostMeter
 from cl_fir.engine.data_division import DataDivision, untransformed_view
 from cl_fir.engine.distributed import DistributedContext
@@ -134,7 +135,7 @@ class TrainingLoop:
         strategies' own passes over training data too (e.g. EWC's Fisher)."""
         return DataLoader(SeededItems(dataset), batch_sampler=SeededBatches(batch_sampler, skip, seed, shard),
                           num_workers=self.num_workers, pin_memory=self.setup.device.type == "cuda",
-                          worker_init_fn=worker_init)
+                          worker_init_fn=worker_init, collate_fn=collate_images)
 
     def epoch_seed(self, epoch: int, stream: int) -> int:
         """A seed for one random stream of one epoch of the current increment."""
@@ -258,7 +259,8 @@ class TrainingLoop:
         self.mb_x, self.mb_target_x, self.mb_text = self.setup.to_device(ref), self.setup.to_device(tgt), list(texts)
         self.mb_task = task.to(self.setup.device, non_blocking=True)
         # each query's target is its partner; ids count over the whole batch across ranks (see gather_pairs)
-        self.mb_y = (torch.arange(ref.shape[0], device=self.setup.device) + self.dist.rank * ref.shape[0]).repeat(2)
+        b = self.mb_x.shape[0]
+        self.mb_y = (torch.arange(b, device=self.setup.device) + self.dist.rank * b).repeat(2)
         self.mb_group = None
         self.strategy.before_forward(self)
         clear_auxiliary(self.model)
@@ -267,7 +269,7 @@ class TrainingLoop:
             self.mb_text_features = self.model.text_features(self.mb_text, self.setup.device)
             queries = self.model.compose(self.mb_features, self.mb_text_features, self.mb_task)
             self.mb_output = torch.cat([F.normalize(queries.float(), dim=1), self.model.embed_target(self.mb_target_x)])
-        return 2 * ref.shape[0]
+        return 2 * b
 
     def training_step(self, batch) -> float | None:
         """One optimizer step; returns the latest loss that has reached the host (on CUDA the
@@ -358,7 +360,7 @@ class TrainingLoop:
                 rows = np.flatnonzero(table.attributes == a)
                 chunks = []
                 for images, *_ in DataLoader(Subset(view, rows.tolist()), batch_size=self.cfg.eval.batch_size,
-                                             num_workers=self.num_workers):
+                                             num_workers=self.num_workers, collate_fn=collate_images):
                     images = self.setup.to_device(images)
                     attrs = torch.full((images.shape[0],), a, dtype=torch.long, device=self.setup.device)
                     with self.setup.autocast():

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cl_fir.config import EvalConfig
+from cl_fir.data.device_decoding import collate_images
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.evaluation.embedding_stats import embedding_space_density, kmeans_nmi, spectral_decay
 from cl_fir.evaluation.retrieval import composed_recall_at_k, retrieval_scores
@@ -91,7 +92,7 @@ def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
 @torch.inference_mode()
 def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size: int, num_workers: int) -> torch.Tensor:
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        pin_memory=setup.device.type == "cuda")
+                        pin_memory=setup.device.type == "cuda", collate_fn=collate_images)
     chunks = []
     for images, _ in loader:
         images = setup.to_device(images)
@@ -119,11 +120,13 @@ def _evaluate_composed(model, task, setup: DeviceSetup, cfg: EvalConfig, num_wor
     """Recall@K of the task's queries (reference image + text, through the task's compositor)
     against its gallery, the reference removed from its own ranking."""
     gallery = []
-    for images, _ in DataLoader(task.gallery, batch_size=cfg.batch_size, num_workers=num_workers):
+    for images, _ in DataLoader(task.gallery, batch_size=cfg.batch_size, num_workers=num_workers,
+                                collate_fn=collate_images):
         with setup.autocast():
             gallery.append(model.embed_target(setup.to_device(images)).float())
     queries = []
-    for images, texts in DataLoader(task.queries, batch_size=cfg.batch_size, num_workers=num_workers):
+    for images, texts in DataLoader(task.queries, batch_size=cfg.batch_size, num_workers=num_workers,
+                                    collate_fn=collate_images):
         images = setup.to_device(images)
         tasks = torch.full((images.shape[0],), task.attribute, dtype=torch.long, device=setup.device)
         with setup.autocast():
