@@ -45,7 +45,7 @@ class IsolatedNetworks(nn.Module):
             grouped = {} if groups is None else {"groups": groups[idx]}
             return self.networks[n](images[idx], attributes[idx], return_features=True, **grouped)
 
-        emb, fmap = route_by_group(self.network_of_attribute[attributes], run)
+        emb, fmap = route_by_group(self.network_of_attribute[attributes], run, len(self.networks))
         return (emb, fmap) if return_features else emb
 
     def head_for_attribute(self, attribute: int) -> nn.Module:

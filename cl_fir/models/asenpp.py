@@ -128,7 +128,7 @@ class AsenPlusPlusModel(RetrievalModel):
 
         if len(self.heads) == 1:
             return compute(0, torch.arange(attributes.shape[0], device=attributes.device))
-        return route_by_group(self.head_of_attribute[attributes], compute)
+        return route_by_group(self.head_of_attribute[attributes], compute, len(self.heads))
 
     def _fuse(self, g: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         if not self.local_active:

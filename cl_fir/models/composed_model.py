@@ -56,7 +56,7 @@ class ComposedRetrievalModel(nn.Module):
         if len(self.heads) == 1:
             return self.heads[0](image_feat, text_feat)
         return route_by_group(self.head_of_attribute[tasks],
-                              lambda h, idx: (self.heads[h](image_feat[idx], text_feat[idx]),))[0]
+                              lambda h, idx: (self.heads[h](image_feat[idx], text_feat[idx]),), len(self.heads))[0]
 
     def embed_query(self, references: torch.Tensor, texts: Sequence[str], tasks: torch.Tensor) -> torch.Tensor:
         composed = self.compose(self.image_features(references), self.text_features(texts, references.device), tasks)

@@ -20,12 +20,22 @@ from cl_fir.models.dnc_head import DivideAndConquerHead
 from cl_fir.models.heads import AttributeAttentionHead
 
 
-def route_by_group(groups: torch.Tensor, compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]]):
-    """Run ``compute(group, indices)`` once per group present and scatter its outputs back
-    into batch order; returns one tensor per output of ``compute``."""
-    outs = None
-    for g in torch.unique(groups).tolist():
-        idx = (groups == g).nonzero(as_tuple=True)[0]
+def route_by_group(groups: torch.Tensor, compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]],
+                   num_groups: int):
+    """Run ``compute(group, indices)`` once per group present (``groups`` in ``[0, num_groups)``;
+    indices ascending) and scatter its outputs back into batch order; returns one tensor per
+    output of ``compute``.
+
+    The group sizes are the only value read on the host, once per call whatever the number of
+    groups: on CUDA every such read makes the host wait for the GPU (``unique`` plus one
+    ``nonzero`` per group made 1 + k waits)."""
+    order = torch.argsort(groups, stable=True)
+    sizes = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]).sum(1).tolist()
+    outs, start = None, 0
+    for g, size in enumerate(sizes):
+        if not size:
+            continue
+        idx, start = order[start:start + size], start + size
         parts = compute(g, idx)
         if outs is None:
             outs = [p.new_empty((groups.shape[0], *p.shape[1:])) for p in parts]
@@ -71,9 +81,10 @@ class RetrievalModel(nn.Module):
             return self.heads[0](fmap, attributes) if groups is None else self.heads[0](fmap, attributes, groups=groups)
         if groups is None:
             return route_by_group(self.head_of_attribute[attributes],
-                                  lambda h, idx: (self.heads[h](fmap[idx], attributes[idx]),))[0]
+                                  lambda h, idx: (self.heads[h](fmap[idx], attributes[idx]),), len(self.heads))[0]
         return route_by_group(self.head_of_attribute[attributes],
-                              lambda h, idx: (self.heads[h](fmap[idx], attributes[idx], groups=groups[idx]),))[0]
+                              lambda h, idx: (self.heads[h](fmap[idx], attributes[idx], groups=groups[idx]),),
+                              len(self.heads))[0]
 
     def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False,
                 groups: torch.Tensor | None = None):
