@@ -36,7 +36,6 @@ from torch.utils.data import default_collate
 from torchvision.transforms.v2 import functional as F
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
-_STAND_IN_SIZE = 224
 
 
 @dataclass(frozen=True)
@@ -65,6 +64,15 @@ def _pil_pixels(img: Image.Image) -> torch.Tensor:
     return F.pil_to_tensor(img.convert("RGB"))
 
 
+def _decode_jpeg(data, device: torch.device):
+    """torchvision's JPEG decoder (one tensor or a list) on ``device``, its deprecation warning silenced."""
+    from torchvision.io import ImageReadMode, decode_jpeg
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
 class EncodedReader:
     """Reads an image file in a loader worker for decoding on the device: the bytes of a
     JPEG, the PIL-decoded pixels of anything else."""
@@ -78,8 +86,9 @@ class EncodedReader:
 
     @staticmethod
     def stand_in() -> EncodedImage:
-        grey = torch.full((3, _STAND_IN_SIZE, _STAND_IN_SIZE), 128, dtype=torch.uint8)
-        return EncodedImage("<stand-in>", pixels=grey)
+        from cl_fir.data.image_dataset import PilReader
+
+        return EncodedImage("<stand-in>", pixels=_pil_pixels(PilReader.stand_in()))
 
 
 class DeviceImageTransform:
@@ -89,7 +98,6 @@ class DeviceImageTransform:
     def __init__(self, cfg, train: bool):
         self.flip = train and cfg.hflip
         self.spec = DeviceTransformSpec(cfg.resize, cfg.crop, tuple(cfg.mean), tuple(cfg.std))
-        self.decode_min_side = None     # no draft decoding on the device
 
     def __call__(self, image: EncodedImage) -> EncodedImage:
         if not isinstance(image, EncodedImage):
@@ -124,17 +132,18 @@ class EncodedBatch:
         device = torch.device(device)
         images = self._decoded(device)
         s = self.spec
-        out = torch.empty((len(images), 3, s.crop, s.crop), dtype=torch.float32, device=device)
         by_size: dict[tuple, list[int]] = defaultdict(list)
         for i, img in enumerate(images):
             by_size[tuple(img.shape)].append(i)
+        out = None if len(by_size) == 1 else \
+            torch.empty((len(images), 3, s.crop, s.crop), dtype=torch.float32, device=device)
         for (_, h, w), rows in by_size.items():   # one resize per distinct source size
             x = torch.stack([images[i] for i in rows])
             if min(h, w) != s.resize:
                 x = F.resize(x, [s.resize], antialias=True)
             if tuple(x.shape[-2:]) != (s.crop, s.crop):
                 x = F.center_crop(x, [s.crop, s.crop])
-            if len(by_size) == 1:
+            if out is None:
                 out = x.float()
             else:
                 out[torch.as_tensor(rows, device=device)] = x.float()
@@ -148,15 +157,11 @@ class EncodedBatch:
 
     def _decoded(self, device: torch.device) -> list[torch.Tensor]:
         """uint8 3 x H x W per image, on ``device``: JPEGs decoded there in one call."""
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         images: list[torch.Tensor | None] = [None] * len(self.items)
         jpegs = [i for i, it in enumerate(self.items) if it.data is not None]
         if jpegs:
             try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", DeprecationWarning)
-                    decoded = decode_jpeg([self.items[i].data for i in jpegs], mode=ImageReadMode.RGB, device=device)
+                decoded = _decode_jpeg([self.items[i].data for i in jpegs], device)
             except RuntimeError:   # one bad file fails the whole call: decode them one by one
                 decoded = [self._decode_one(self.items[i], device) for i in jpegs]
             for i, img in zip(jpegs, decoded):
@@ -168,14 +173,10 @@ class EncodedBatch:
 
     @staticmethod
     def _decode_one(item: EncodedImage, device: torch.device) -> torch.Tensor:
-        from torchvision.io import ImageReadMode, decode_jpeg
-
         from cl_fir.data.image_dataset import record_load_failure
 
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DeprecationWarning)
-                return decode_jpeg(item.data, mode=ImageReadMode.RGB, device=device)
+            return _decode_jpeg(item.data, device)
         except RuntimeError:
             pass
         try:   # e.g. a JPEG variant the device decoder does not handle

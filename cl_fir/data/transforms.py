@@ -32,6 +32,11 @@ class TransformConfig:
     decode: str = "workers"
 
 
+def draft_min_side(cfg: TransformConfig) -> int | None:
+    """The smallest shorter side a JPEG may be decoded at (``jpeg_draft``), or None for full size."""
+    return cfg.resize if cfg.jpeg_draft else None
+
+
 class ImageTransform:
     """PIL image -> normalised float tensor: resize (shorter side), centre crop, optional flip.
 
@@ -46,7 +51,7 @@ class ImageTransform:
         self.resize, self.crop = cfg.resize, cfg.crop
         self.flip = train and cfg.hflip
         #: the smallest shorter side the decoder may produce (see ``TransformConfig.jpeg_draft``)
-        self.decode_min_side = cfg.resize if cfg.jpeg_draft else None
+        self.decode_min_side = draft_min_side(cfg)
         self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1) * 255.0
         self.std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1) * 255.0
 
@@ -85,4 +90,4 @@ def build_reader(cfg: TransformConfig):
         return EncodedReader()
     from cl_fir.data.image_dataset import PilReader
 
-    return PilReader(cfg.resize if cfg.jpeg_draft else None)
+    return PilReader(draft_min_side(cfg))

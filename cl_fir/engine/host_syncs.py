@@ -4,8 +4,9 @@ On CUDA the host queues kernels and runs ahead; an operation whose result the ho
 (``.item()``, ``.tolist()``, ``bool(t)``, a data-dependent shape such as ``nonzero`` or
 ``unique``) makes it wait until the GPU has caught up, and the GPU then idles while the host
 queues the next kernels. ``torch.cuda.set_sync_debug_mode`` finds them only on a GPU. This
-counter intercepts the same operations at the dispatcher, so a test on CPU can check that a
-training step adds none (``tests/test_host_syncs.py``), and ``cl-fir bench`` can list them.
+counter intercepts the same operations on any device (tensor methods that hand a value to
+Python through a torch-function mode, value-dependent shapes at the dispatcher), so a test
+on CPU can check which a training step makes (``tests/test_host_syncs.py``).
 
 Reads inside ``torch.optim`` are left out: on CPU the optimizer reads its step counters,
 which live on the host when training on CUDA too (or on the device, without a read, for

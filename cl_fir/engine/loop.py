@@ -26,9 +26,9 @@ from cl_fir.engine.cost import CostMeter
 from cl_fir.engine.data_division import DataDivision, untransformed_view
 from cl_fir.engine.distributed import DistributedContext
 from cl_fir.engine.device import DeviceSetup
+from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
-from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.errors import ConfigError, TrainingError
 from cl_fir.evaluation.evaluator import evaluate_tasks
 from cl_fir.models import RetrievalModel
