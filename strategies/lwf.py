@@ -50,10 +50,9 @@ class LwF(Strategy):
             self._composed_kd(loop, old)
             return
         x = loop.mb_x
-        choices = torch.as_tensor(old, device=x.device)
         kd = loop.mb_output.new_zeros(())
         for _ in range(self.opts.kd_old_attributes):
-            attrs = choices[loop.per_sample_draw(lambda n: torch.randint(len(old), (n,))).to(x.device)]
+            attrs = loop.per_sample_choice(old)
             with loop.setup.autocast():
                 with torch.no_grad():
                     target = self.old_model(x, attrs)
@@ -68,8 +67,7 @@ class LwF(Strategy):
 
     def _composed_kd(self, loop, old):
         """Queries under old categories' compositors and targets, pulled towards the frozen copy."""
-        draws = loop.per_sample_draw(lambda n: torch.randint(len(old), (n,)))
-        attrs = torch.as_tensor(old, device=loop.mb_x.device)[draws.to(loop.mb_x.device)]
+        attrs = loop.per_sample_choice(old)
         kd = loop.mb_output.new_zeros(())
         for student, target in composed_pairs(loop, self.old_model, attrs, loop.mb_x, loop.mb_target_x):
             if self.opts.kd_mode == "embedding":

@@ -122,7 +122,7 @@ class MCLFIR(Strategy):
             if self.opts.kd_old_attributes == 0:
                 attrs = choices[k].expand(n)
             else:
-                attrs = choices[loop.per_sample_draw(lambda m: torch.randint(len(kd_attrs), (m,))).to(x.device)]
+                attrs = loop.per_sample_choice(kd_attrs)
             with loop.setup.autocast():
                 with torch.no_grad():
                     t_emb = teacher.embed(t_map, attrs)
@@ -138,10 +138,8 @@ class MCLFIR(Strategy):
         """Composed family: through old categories' compositor heads, the student's queries and
         the shared encoder's targets are pulled towards the EMA teacher's, whose views are
         randomly distorted as in the attribute family."""
-        x = loop.mb_x
-        draws = loop.per_sample_draw(lambda m: torch.randint(len(kd_attrs), (m,)))
-        attrs = torch.as_tensor(kd_attrs, device=x.device)[draws.to(x.device)]
-        views = [self._view(loop, v) for v in (x, loop.mb_target_x)]
+        attrs = loop.per_sample_choice(kd_attrs)
+        views = [self._view(loop, v) for v in (loop.mb_x, loop.mb_target_x)]
         kd = sum(embedding_distillation(s, t, self.opts.kd_loss)
                  for s, t in composed_pairs(loop, self.teacher.module, attrs, *views))
         loop.loss = loop.loss + self.opts.kd_weight * kd / 2

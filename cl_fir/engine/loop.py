@@ -287,6 +287,13 @@ class TrainingLoop:
         whole = draw(n_local * self.dist.world_size)
         return whole[self.dist.local_rows(n_local, paired=self.scenario.protocol != "composed")]
 
+    def per_sample_choice(self, options) -> torch.Tensor:
+        """One of ``options`` (ints) per sample of this process, uniformly, on the device:
+        :meth:`per_sample_draw` of indices into them (e.g. the old attribute each sample is
+        distilled under)."""
+        options = torch.as_tensor(list(options), device=self.setup.device)
+        return options[self.per_sample_draw(lambda n: torch.randint(len(options), (n,))).to(self.setup.device)]
+
     def _non_finite_loss(self, value: float, where: tuple[int, int, int]) -> None:
         increment, epoch, step = where
         raise TrainingError(
