@@ -112,7 +112,7 @@ class Strategy:
     def criterion(self, loop: "TrainingLoop") -> torch.Tensor:
         """The metric loss on the model's output; for models with several branches (ASEN++),
         the weighted sum of the metric loss on each branch's embeddings."""
-        branches = getattr(loop.model, "training_branches", None)
+        branches = loop.mb_branches
         if branches and loop.scenario.protocol != "composed":
             return sum(w * self.metric_loss(loop, out) for w, out in branches)
         return self.metric_loss(loop, loop.mb_output)

@@ -96,8 +96,6 @@ class MODC(Strategy):
     # ------------------------------------------------------------ set-up
 
     def _check(self, loop) -> None:
-        if loop.dist.enabled:
-            raise ConfigError("strategy modc runs in one process (no torchrun): its batches mix doublets and view pairs")
         if loop.division is not None:
             raise ConfigError("strategy modc does not combine with head dnc (both divide the data into clusters)")
 
@@ -119,6 +117,7 @@ class MODC(Strategy):
             self.bank = CentroidBank(meta.class_offsets, meta.num_values, dim).to(loop.setup.device)
         for a, (m, valid) in means.items():
             self.bank.set_attribute(a, m, valid)
+        loop.dist.broadcast_(self.bank.centroids)   # every rank computed them; all start from rank 0's
         if self.predictor is None or self.retrain:
             self._build_predictor(dim, loop.setup.device, loop.epoch_seed(0, stream=6))
         self._unlabelled = None
@@ -174,7 +173,7 @@ class MODC(Strategy):
         o, stage = self.opts, self.stage(loop)
         B = loop.mb_output.shape[0] // 2
         anchors, positives = loop.mb_output[:B], loop.mb_output[B:]
-        y, attrs = loop.mb_y[:B].clone(), loop.mb_task[:B]
+        y, attrs = loop.mb_y[:B].clone(), loop.dist.gather_pairs(loop.mb_task)[:B]   # the whole batch's
         known = y >= 0
         used = known.clone()
         if stage >= 4 and not known.all():     # steps 3-4: confident pseudo-labels of unlabelled images
@@ -199,25 +198,32 @@ class MODC(Strategy):
 
     def _old_attribute_term(self, loop, B: int) -> torch.Tensor:
         """New images under a random old attribute: pseudo-labelled by the frozen previous model
-        and the frozen centroids, held in that cluster by the cluster loss."""
+        and the frozen centroids, held in that cluster by the cluster loss.
+
+        Under torchrun each rank embeds its own anchors; the embeddings are gathered, so
+        the pseudo-labels, the confident rows and the loss are the whole batch's, as in one
+        process."""
         old = self.old_attributes(loop)
         zero = loop.mb_output.new_zeros(()).float()
         if self.old_model is None or not old or not self.opts.old_pseudo_weight:
             return zero
-        x = loop.mb_x[:B]
-        attrs = torch.as_tensor(old, device=x.device)[torch.randint(len(old), (B,))].to(x.device)
+        b = loop.mb_x.shape[0] // 2                        # this rank's anchors (B in one process)
+        x = loop.mb_x[:b]
+        every = torch.as_tensor(old, device=x.device)[torch.randint(len(old), (B,))].to(x.device)
+        attrs = every[loop.dist.local_rows(2 * b, paired=True)[:b].to(x.device)]
         with loop.setup.autocast():
             with torch.no_grad():
                 teacher = self.old_model(x, attrs).float()
-            student = loop.model.embed(loop.mb_features[:B], attrs).float()
-        loop.cost.add_forward_only(B)
-        loop.cost.add_head_passes(B)
-        pseudo, conf = self.bank.pseudo_labels(teacher, attrs, self.opts.cluster_temperature)
+            student = loop.model.embed(loop.mb_features[:b], attrs).float()
+        loop.cost.add_forward_only(b)
+        loop.cost.add_head_passes(b)
+        teacher, student = loop.dist.gather_rows(teacher), loop.dist.gather_rows(student)
+        pseudo, conf = self.bank.pseudo_labels(teacher, every, self.opts.cluster_temperature)
         keep = conf >= self.opts.confidence
         self._stats[2] += int(keep.sum())
         if not keep.any():
             return zero
-        return self.opts.old_pseudo_weight * cluster_loss(student[keep], pseudo[keep], attrs[keep], self.bank,
+        return self.opts.old_pseudo_weight * cluster_loss(student[keep], pseudo[keep], every[keep], self.bank,
                                                           self.opts.cluster_temperature)
 
     def after_training_iteration(self, loop):

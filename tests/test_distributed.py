@@ -236,3 +236,40 @@ def test_sync_batchnorm_leaves_routed_heads_alone():
     assert isinstance(routed.backbone[1], RankSyncedStatistics)
     assert not any(isinstance(h, RankSyncedStatistics) for h in routed.heads)
     assert isinstance(single.heads[0], RankSyncedStatistics)
+
+
+def test_torchrun_runs_asenpp_with_each_branch_loss_over_the_whole_batch(tiny_scenario, tmp_path):
+    """ASEN++ under torchrun: each branch's embeddings are gathered for its loss, and the
+    local backbone runs once per batch on every rank, so its BatchNorm is synchronised like
+    the main backbone's. mcl_fir routes samples to per-increment heads (per-rank statistics
+    there), so the matrix is close to one process's, not equal."""
+    args = ["run", "--strategy", "mcl_fir", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
+            "--set", "train.samples_per_epoch=32", "--set", "train.sync_batchnorm=true",
+            "--set", "model.arch=asenpp", "--set", "model.local_backbone=test_resnet", "--set", "model.local_size=16"]
+    _run_cl_fir(args, tmp_path / "one")
+    _run_cl_fir(args, tmp_path / "two", processes=2)
+    runs = [tmp_path / d / "tiny" / "mcl_fir" / "seed1" for d in ("one", "two")]
+    info = json.loads((runs[1] / "run.json").read_text())
+    assert info["status"] == "complete" and info["distributed"]["world_size"] == 2
+    m1, m2 = (_matrix(r) for r in runs)
+    assert np.isfinite(m2[~np.isnan(m1)]).all()
+    assert np.nanmax(np.abs(m1 - m2)) < 10.0 and abs(np.nanmean(m1) - np.nanmean(m2)) < 3.0
+
+
+def test_torchrun_runs_modc_through_every_stage(tmp_path, cache_dir):
+    """modc under torchrun: batches mixing doublets and view pairs are sharded like any
+    doublet batch; the loss, the pseudo-labels and the centroid updates see the gathered
+    whole batch, and so does the old-attribute term (each rank embeds its own anchors)."""
+    from test_label_fraction import _lf_scenario
+
+    _, child = _lf_scenario(tmp_path, "0.25")
+    args = ["run", "--strategy", "modc", "--scenario", str(child), "--seed", "1", "--quiet",
+            "--set", "train.epochs=6", "--set", "train.samples_per_epoch=16", "--set", "train.sync_batchnorm=true",
+            "--opt", "warmup_epochs=1", "--opt", "supervised_epochs=1", "--opt", "step_epochs=1",
+            "--opt", "confidence=0.0"]
+    _run_cl_fir(args, tmp_path / "one")
+    two = _run_cl_fir(args, tmp_path / "two", processes=2)
+    assert two.stdout.count("| tiny-lf | modc |") == 1
+    m1, m2 = (_matrix(tmp_path / d / "tiny-lf" / "modc" / "seed1") for d in ("one", "two"))
+    # one head: every BatchNorm is synchronised, so the ranks compute what one process does
+    np.testing.assert_allclose(m2, m1, atol=0.5)

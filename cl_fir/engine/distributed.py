@@ -115,7 +115,21 @@ class DistributedContext:
         halves = [c.chunk(2) for c in chunks]
         return torch.cat([h[0] for h in halves] + [h[1] for h in halves])
 
+    def gather_rows(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows in rank order, differentiable: the whole batch of contiguous
+        shards (triplets, or the anchors alone of doublet shards)."""
+        if not self.enabled:
+            return local
+        return _GatherAll.apply(local)
+
     # ------------------------------------------------------------ parameters
+
+    def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Rank 0's values of ``tensor`` on every rank, in place (state a strategy derives on
+        each rank, where kernels may round differently from rank to rank)."""
+        if self.enabled:
+            dist.broadcast(tensor, src=0)
+        return tensor
 
     def average_gradients(self, params) -> None:
         """Mean gradient over ranks for every parameter (zeros where a rank produced none)."""

@@ -89,9 +89,6 @@ class TrainingLoop:
         self.cfg = cfg
         #: data-parallel ranks (one process unless started by torchrun); rank 0 evaluates and writes
         self.dist = dist or DistributedContext()
-        if self.dist.enabled and hasattr(model, "training_branches"):
-            raise ConfigError("model.arch = 'asenpp' runs in one process for now (no torchrun): its branch losses "
-                              "are not gathered across ranks")
         if cfg.eval.mode == "prioritized" and getattr(scenario, "protocol", "ranking") != "ranking":
             raise ConfigError(f"eval.mode (--eval-mode) prioritized needs attribute values (ranking protocol); "
                               f"scenario {scenario.name} uses the {scenario.protocol} protocol")
@@ -113,6 +110,8 @@ class TrainingLoop:
         self.scheduler = None
         self.mb_x = self.mb_y = self.mb_task = self.mb_group = self.mb_output = self.mb_features = self.loss = None
         self.mb_local_output = None
+        #: ``[(weight, embeddings)]`` per branch of models with several (ASEN++), else None
+        self.mb_branches = None
         self.mb_target_x = self.mb_text = self.mb_text_features = None     # composed family only
         #: divides the data into clusters and tags batches with them, for heads that ask (D&C)
         self.division = DataDivision.for_model(model)
@@ -313,6 +312,7 @@ class TrainingLoop:
         with self.setup.autocast():
             grouped = {} if self.mb_group is None else {"groups": self.mb_group}
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
+        self.mb_branches = getattr(self.model, "training_branches", None)
         return self.mb_x.shape[0]
 
     def _backward_and_step(self, n_images: int) -> float | None:
@@ -320,6 +320,8 @@ class TrainingLoop:
         if self.dist.enabled:   # the strategy's loss sees the whole batch, as in one process
             self.mb_output = self.dist.gather_pairs(self.mb_output)
             self.mb_y = self.dist.gather_pairs(self.mb_y)
+            if self.mb_branches:
+                self.mb_branches = [(w, self.dist.gather_pairs(out)) for w, out in self.mb_branches]
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)

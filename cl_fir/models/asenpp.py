@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from cl_fir.models.retrieval_model import RetrievalModel, route_by_group
+from cl_fir.models.retrieval_model import GroupRouting, RetrievalModel
 
 
 class BranchFeatures:
@@ -115,20 +115,31 @@ class AsenPlusPlusModel(RetrievalModel):
     def features(self, images: torch.Tensor) -> BranchFeatures:
         return BranchFeatures(self.backbone(images), images)
 
-    def _branches(self, feats: BranchFeatures, attributes: torch.Tensor):
-        def compute(h: int, idx: torch.Tensor):
-            pair, part = self.heads[h], feats[idx]
-            g, attention = pair.glob(part.fmap, attributes[idx], return_attention=True)
-            if not self.local_active:
-                return g, torch.zeros_like(g)
-            boxes = attention_boxes(attention, part.images.shape[-2:], self.crop_threshold)
-            rois = torch.cat([torch.arange(len(idx), device=boxes.device, dtype=boxes.dtype)[:, None], boxes], 1)
-            crops = roi_align(part.images.float(), rois.float(), output_size=self.local_size, aligned=True)
-            return g, pair.local(self.local_backbone(crops.to(part.images.dtype)), attributes[idx])
-
+    def _routing(self, attributes: torch.Tensor):
+        """Applies ``compute(head, indices)`` to each head's samples (all of them with one head)."""
         if len(self.heads) == 1:
-            return compute(0, torch.arange(attributes.shape[0], device=attributes.device))
-        return route_by_group(self.head_of_attribute[attributes], compute, len(self.heads))
+            everything = torch.arange(attributes.shape[0], device=attributes.device)
+            return lambda compute: compute(0, everything)
+        return GroupRouting(self.head_of_attribute[attributes], len(self.heads))
+
+    def _branches(self, feats: BranchFeatures, attributes: torch.Tensor):
+        """The global and local embeddings. Heads are routed per increment, but the local
+        backbone runs once on the whole batch's crops (it is shared, like the main backbone):
+        one large call instead of one per head, BatchNorm statistics over the whole batch as
+        the main backbone's are, and under torchrun the same layers run on every rank
+        whichever heads its share needs, so synchronised BatchNorm stays safe there."""
+        route = self._routing(attributes)
+        g, attention = route(lambda h, idx: self.heads[h].glob(feats.fmap[idx], attributes[idx],
+                                                               return_attention=True))
+        if not self.local_active:
+            return g, torch.zeros_like(g)
+        images = feats.images
+        boxes = attention_boxes(attention, images.shape[-2:], self.crop_threshold)
+        rois = torch.cat([torch.arange(images.shape[0], device=boxes.device, dtype=boxes.dtype)[:, None], boxes], 1)
+        crops = roi_align(images.float(), rois.float(), output_size=self.local_size, aligned=True)
+        local_fmap = self.local_backbone(crops.to(images.dtype))
+        local, = route(lambda h, idx: (self.heads[h].local(local_fmap[idx], attributes[idx]),))
+        return g, local
 
     def _fuse(self, g: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
         if not self.local_active:

@@ -20,28 +20,38 @@ from cl_fir.models.dnc_head import DivideAndConquerHead
 from cl_fir.models.heads import AttributeAttentionHead
 
 
+class GroupRouting:
+    """Samples sorted by group (stable) and the group sizes: what routing a batch to its
+    groups' modules needs. The sizes are the only value read on the host, once per routing
+    however many groups and however many times it is applied (on CUDA every such read
+    makes the host wait for the GPU; ``unique`` plus one ``nonzero`` per group made 1 + k)."""
+
+    def __init__(self, groups: torch.Tensor, num_groups: int):
+        self.batch_size = groups.shape[0]
+        self.order = torch.argsort(groups, stable=True)
+        self.sizes = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]).sum(1).tolist()
+
+    def __call__(self, compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
+        """Run ``compute(group, indices)`` once per group present (indices ascending) and
+        scatter its outputs back into batch order; one tensor per output of ``compute``."""
+        outs, start = None, 0
+        for g, size in enumerate(self.sizes):
+            if not size:
+                continue
+            idx, start = self.order[start:start + size], start + size
+            parts = compute(g, idx)
+            if outs is None:
+                outs = [p.new_empty((self.batch_size, *p.shape[1:])) for p in parts]
+            for out, part in zip(outs, parts):
+                out[idx] = part
+        return tuple(outs)
+
+
 def route_by_group(groups: torch.Tensor, compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]],
                    num_groups: int):
-    """Run ``compute(group, indices)`` once per group present (``groups`` in ``[0, num_groups)``;
-    indices ascending) and scatter its outputs back into batch order; returns one tensor per
-    output of ``compute``.
-
-    The group sizes are the only value read on the host, once per call whatever the number of
-    groups: on CUDA every such read makes the host wait for the GPU (``unique`` plus one
-    ``nonzero`` per group made 1 + k waits)."""
-    order = torch.argsort(groups, stable=True)
-    sizes = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]).sum(1).tolist()
-    outs, start = None, 0
-    for g, size in enumerate(sizes):
-        if not size:
-            continue
-        idx, start = order[start:start + size], start + size
-        parts = compute(g, idx)
-        if outs is None:
-            outs = [p.new_empty((groups.shape[0], *p.shape[1:])) for p in parts]
-        for out, part in zip(outs, parts):
-            out[idx] = part
-    return tuple(outs)
+    """Run ``compute(group, indices)`` once per group present (``groups`` in ``[0, num_groups)``)
+    and scatter its outputs back into batch order (:class:`GroupRouting`, applied once)."""
+    return GroupRouting(groups, num_groups)(compute)
 
 
 def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
