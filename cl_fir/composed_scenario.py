@@ -243,7 +243,7 @@ class ComposedScenario(IncrementViews):
 
     # ------------------------------------------------------------------ data
 
-    def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
+    def _build_training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
         """The benchmark's training datasets of these increments, concatenated; the table's
         image_ids index the concatenation (the increments' triplet ids shifted to it)."""
         datasets, tables, offset = [], [], 0

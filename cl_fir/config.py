@@ -59,6 +59,8 @@ class TrainConfig:
     lr_gamma: float = 0.9
     weight_decay: float = 0.0
     num_workers: int = -1                   # -1: 0 on CPU, 4 on CUDA
+    persistent_workers: bool = True         # workers outlive the epoch (all epochs of an increment on one dataset)
+    prefetch_factor: int = 2                # batches each worker prepares ahead (with num_workers > 0)
     checkpoint_every: int = 0               # also checkpoint every N optimizer steps (0: increment ends only)
     compile: bool = False                   # torch.compile the backbone(s) in place (first steps are slow)
     sync_batchnorm: bool = False            # torchrun: BatchNorm uses the whole batch's statistics across ranks
@@ -149,6 +151,7 @@ class RunConfig:
              self.loss.uncertainty_form),
             (self.loss.norm_scale > 0, "loss.norm_scale", "a number > 0", self.loss.norm_scale),
             (t.num_workers >= -1, "train.num_workers", "-1 (auto) or an integer >= 0", t.num_workers),
+            (t.prefetch_factor >= 1, "train.prefetch_factor", "an integer >= 1", t.prefetch_factor),
             (t.checkpoint_every >= 0, "train.checkpoint_every (--checkpoint-every)", "an integer >= 0 (steps)",
              t.checkpoint_every),
             (e.split in ("valid", "test"), "eval.split", "'valid' or 'test'", e.split),

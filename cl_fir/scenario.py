@@ -242,6 +242,18 @@ class IncrementViews:
     def seen_tasks(self, increment: int) -> list[int]:
         return [a for inc in self.increments[: increment + 1] for a in inc.attributes]
 
+    def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
+        """The train-transformed dataset of the given increments and its aligned sample table
+        (``_build_training_data``). The last answer is kept: every epoch of an increment gets
+        the same dataset object, so the epoch loader keeps its worker processes
+        (``train.persistent_workers``). Neither is changed by its users."""
+        key = tuple(int(i) for i in increment_indices)
+        kept = getattr(self, "_kept_training_data", None)
+        if kept is None or kept[0] != key:
+            kept = (key, self._build_training_data(list(key)))
+            self._kept_training_data = kept
+        return kept[1]
+
 
 class Scenario(IncrementViews):
     """A built scenario: increments, the Avalanche benchmark and the evaluation tasks.
@@ -364,7 +376,7 @@ class Scenario(IncrementViews):
         for ds in self.image_datasets:
             ds.failure_log = None if path is None else str(path)
 
-    def training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
+    def _build_training_data(self, increment_indices: list[int]) -> tuple[Any, SampleTable]:
         """The train-transformed dataset of the given increments and its aligned sample table."""
         datasets = [self.benchmark.train_stream[i].dataset.train() for i in increment_indices]
         table = SampleTable.concat([self.increments[i].train_table for i in increment_indices])

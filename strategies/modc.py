@@ -89,6 +89,7 @@ class MODC(Strategy):
         self.predictor: nn.Module | None = None
         self.old_model: nn.Module | None = None
         self._unlabelled = None              # (increments, dataset, table) of the current increment
+        self._mixed: ConcatDataset | None = None   # labelled then unlabelled images (steps 2-4)
         self._n_doublets = 0                 # the batch's first pairs are doublets, the rest view pairs
         self._update = None                  # (embeddings, classes) for the centroid EMA after the step
         self._stats = np.zeros(3)            # unlabelled rows seen, confident, old-attribute rows used
@@ -158,7 +159,10 @@ class MODC(Strategy):
         dataset = labelled
         if unlabelled is not None:
             pool.append(len(table) + np.arange(len(unlabelled[1])))
-            dataset = ConcatDataset([labelled, unlabelled[1]])
+            parts = [labelled, unlabelled[1]]
+            if self._mixed is None or any(a is not b for a, b in zip(self._mixed.datasets, parts)):
+                self._mixed = ConcatDataset(parts)   # one object for every epoch: the loader keeps its workers
+            dataset = self._mixed
         n_views = max(1, min(B - 1, int(round(B * self.opts.view_fraction))))
         self._n_doublets = B - n_views
         steps = max(1, self.doublets_per_epoch(loop, len(sources)) // B)

@@ -76,6 +76,7 @@ class DataDivision:
         self.clustered_at: int | None = None
         #: attribute -> (dataset rows, cluster of each row) of the last clustering in this increment
         self.assignments: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._tagged: GroupTaggedDataset | None = None
 
     @classmethod
     def for_model(cls, model) -> "DataDivision | None":
@@ -105,7 +106,9 @@ class DataDivision:
         clusters = [g for g in range(int(row_group.max()) + 1) if sampler.can_draw(row_group, g)] or [0]
         rng = np.random.default_rng(loop.epoch_seed(epoch, stream=4))
         schedule = np.resize(rng.permutation(clusters), len(sampler))
-        return GroupTaggedDataset(dataset), sampler.with_groups(row_group, schedule)
+        if self._tagged is None or self._tagged.dataset is not dataset:   # one object per dataset: the epoch
+            self._tagged = GroupTaggedDataset(dataset)                     # loader keeps its workers
+        return self._tagged, sampler.with_groups(row_group, schedule)
 
     def recluster(self, loop, dataset, sampler, epoch: int) -> None:
         start = time.perf_counter()

@@ -25,6 +25,7 @@ from cl_fir.data.device_decoding import collate_images
 from cl_fir.engine.cost import CostMeter
 from cl_fir.engine.data_division import DataDivision, untransformed_view
 from cl_fir.engine.distributed import DistributedContext
+from cl_fir.engine.epoch_loader import EpochLoader
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.engine.progress import Reporter
@@ -132,9 +133,14 @@ class TrainingLoop:
         """A DataLoader whose samples draw their augmentations from ``seed`` and their position
         (:class:`SeededBatches`), so the number of workers never changes what is drawn; for
         strategies' own passes over training data too (e.g. EWC's Fisher)."""
-        return DataLoader(SeededItems(dataset), batch_sampler=SeededBatches(batch_sampler, skip, seed, shard),
-                          num_workers=self.num_workers, pin_memory=self.setup.device.type == "cuda",
-                          worker_init_fn=worker_init, collate_fn=collate_images)
+        return self._loader(dataset, SeededBatches(batch_sampler, skip, seed, shard), persistent=False)
+
+    def _loader(self, dataset, batches: Sampler, persistent: bool) -> DataLoader:
+        workers = self.num_workers
+        return DataLoader(SeededItems(dataset), batch_sampler=batches, num_workers=workers,
+                          pin_memory=self.setup.device.type == "cuda", worker_init_fn=worker_init,
+                          collate_fn=collate_images, persistent_workers=persistent and workers > 0,
+                          prefetch_factor=self.cfg.train.prefetch_factor if workers > 0 else None)
 
     def epoch_seed(self, epoch: int, stream: int) -> int:
         """A seed for one random stream of one epoch of the current increment."""
@@ -188,6 +194,20 @@ class TrainingLoop:
         names = ", ".join(self.scenario.meta.names[a] for a in inc.attributes)
         self.reporter.log(f"[bold]increment {inc.index + 1}/{n_inc}[/bold]: {names}"
                           + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})" if len(sources) > 1 else ""))
+        # one loader and its workers for every epoch on the same dataset (train.persistent_workers)
+        epoch_loader = EpochLoader(self._loader, t.persistent_workers and self.num_workers > 0)
+        try:
+            self._train_epochs(start_epoch, start_step, resume, epoch_loader, cost)
+        finally:
+            epoch_loader.close()
+        self.strategy.after_training_exp(self)
+        self.cost.record_peak_memory()
+
+    def _train_epochs(self, start_epoch: int, start_step: int, resume: dict | None, epoch_loader: EpochLoader,
+                      cost) -> None:
+        """The epochs of the current increment from ``start_epoch`` (``start_step`` steps of
+        it already done when resuming); training time is booked into ``cost``."""
+        t = self.cfg.train
         for epoch in range(start_epoch, t.epochs):
             self.epoch = epoch
             skip = start_step if epoch == start_epoch else 0
@@ -199,7 +219,8 @@ class TrainingLoop:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
             shard = None if not self.dist.enabled else (
                 self.dist.shard_triplets if self.scenario.protocol == "composed" else self.dist.shard)
-            loader = self.seeded_loader(dataset, sampler, self.epoch_seed(epoch, stream=7), skip, shard)
+            loader = epoch_loader.for_epoch(dataset, SeededBatches(sampler, skip, self.epoch_seed(epoch, stream=7),
+                                                                   shard))
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
             self.loss_readback.reset()
@@ -240,8 +261,6 @@ class TrainingLoop:
             images = steps * 2 * t.batch_size
             self.reporter.log(f"  epoch {epoch + 1}/{t.epochs}: loss {self.loss_readback.mean:.4f}, "
                               f"{steps} steps, {images / max(time.perf_counter() - epoch_start, 1e-9):.0f} img/s")
-        self.strategy.after_training_exp(self)
-        self.cost.record_peak_memory()
 
     def forward_batch(self, batch) -> int:
         """Move a batch to the device and run the model: sets ``mb_*`` and returns the number
