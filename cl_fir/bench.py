@@ -331,7 +331,8 @@ class _JpegDataset(torch.utils.data.Dataset):
         else:   # the harness's own loading: PIL, at a reduced DCT scale for "pil_draft"
             from cl_fir.data.image_dataset import load_rgb
 
-            img = load_rgb(self.paths[i], self.transform.decode_min_side if self.decoder == "pil_draft" else None)
+            draft = self.decoder.startswith("pil_draft")
+            img = load_rgb(self.paths[i], self.transform.decode_min_side if draft else None)
         return self.transform(img), 0
 
 
@@ -349,7 +350,7 @@ def default_worker_counts() -> tuple[int, ...]:
     return tuple(counts)
 
 
-DECODERS = ("pil", "pil_draft", "torchvision", "device")
+DECODERS = ("pil", "pil_draft", "pil_draft_uint8", "torchvision", "device")
 
 
 def bench_loader(images: int = 512, source_sizes=(300, 512), crop: int = 224, workers=None,
@@ -360,8 +361,10 @@ def bench_loader(images: int = 512, source_sizes=(300, 512), crop: int = 224, wo
     at the smallest DCT scale that keeps the shorter side >= the resize target; no change
     for a 300 px source and resize 256, half size for 512 px), torchvision's decoder, and
     ``device`` (``transforms.decode = "device"``: workers read the bytes, each batch is
-    decoded and transformed on ``device`` in the main process; timed until the batch is
-    ready there)."""
+    decoded and transformed on ``device`` in the main process). ``pil_draft_uint8`` is
+    ``pil_draft`` with ``transforms.normalize = "device"``: workers hand over uint8 crops,
+    normalised on ``device``. Every row is timed until the batch is ready on ``device``
+    (through pinned memory on CUDA, as in training), so the copy counts too."""
     import tempfile
     from pathlib import Path
 
@@ -371,8 +374,10 @@ def bench_loader(images: int = 512, source_sizes=(300, 512), crop: int = 224, wo
     cfg = TransformConfig(resize=int(crop * 256 / 224), crop=crop)
     transform, _ = build_transforms(cfg)
     device_transform, _ = build_transforms(TransformConfig(**{**cfg.__dict__, "decode": "device"}))
+    uint8_transform, _ = build_transforms(TransformConfig(**{**cfg.__dict__, "normalize": "device"}))
     setup = resolve_device(device)
-    transforms = {d: device_transform if d == "device" else transform for d in DECODERS}
+    transforms = {d: {"device": device_transform, "pil_draft_uint8": uint8_transform}.get(d, transform)
+                  for d in DECODERS}
     workers = default_worker_counts() if workers is None else tuple(workers)
     rows = []
     for source_size in source_sizes:
@@ -393,14 +398,11 @@ def _loader_rows(paths, transforms: dict, source_size: int, workers, batch_size:
         for w in workers:
             loader = torch.utils.data.DataLoader(_JpegDataset(paths, transforms[decoder], decoder),
                                                  batch_size=batch_size, num_workers=w, persistent_workers=False,
-                                                 collate_fn=collate_images)
+                                                 pin_memory=setup.device.type == "cuda", collate_fn=collate_images)
             start = time.perf_counter()
-            if decoder == "device":
-                count = sum(setup.to_device(b[0]).shape[0] for b in loader)
-                if setup.device.type == "cuda":
-                    torch.cuda.synchronize(setup.device)
-            else:
-                count = sum(b[0].shape[0] for b in loader)
+            count = sum(setup.to_device(b[0]).shape[0] for b in loader)
+            if setup.device.type == "cuda":
+                torch.cuda.synchronize(setup.device)
             elapsed = time.perf_counter() - start
             rows.append({"source_size": source_size, "decoder": decoder, "workers": w,
                          "images_per_s": count / elapsed, "images_per_s_per_worker": count / elapsed / max(w, 1)})

@@ -167,6 +167,8 @@ class RunConfig:
             (self.model.attr_dim >= 1, "model.attr_dim", "an integer >= 1", self.model.attr_dim),
             (self.transforms.decode in ("workers", "device"), "transforms.decode", "workers or device",
              self.transforms.decode),
+            (self.transforms.normalize in ("auto", "workers", "device"), "transforms.normalize",
+             "auto, workers or device", self.transforms.normalize),
             (self.precision in ("auto", "fp32", "bf16"), "precision (--precision)", "auto, fp32 or bf16",
              self.precision),
         ]

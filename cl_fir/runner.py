@@ -21,6 +21,7 @@ import torch
 
 from cl_fir.config import SECTIONS, RunConfig, apply_overrides, apply_section
 from cl_fir.data.image_dataset import count_load_failures
+from cl_fir.data.transforms import resolve_normalize
 from cl_fir.engine.checkpoint import load_checkpoint, save_checkpoint
 from cl_fir.engine.cost import CostMeter, forward_flops_per_image
 from cl_fir.engine.device import resolve_device
@@ -201,7 +202,9 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
         setup.device = torch.device("cuda", ctx.local_rank)
     set_deterministic(cfg.deterministic)
     seed_everything(cfg.seed)
-    scenario = build_scenario(spec, cfg, reporter.progress_factory(), strict=cfg.strict)
+    # where loader images are normalised depends on the device ("auto"); the run's config keeps "auto"
+    data_cfg = dataclasses.replace(cfg, transforms=resolve_normalize(cfg.transforms, setup.device))
+    scenario = build_scenario(spec, data_cfg, reporter.progress_factory(), strict=cfg.strict)
     seed_everything(cfg.seed)
     model = strategy.build_model(cfg, scenario)
     if cfg.model.weights:

@@ -37,7 +37,7 @@ def test_train_ablation_times_every_variant_against_bare():
 def test_loader_benchmark_compares_decoders_and_workers():
     res = bench_loader(images=8, source_sizes=(40, 80), crop=32, workers=(0, 1), batch_size=4, device="cpu")
     assert {(r["source_size"], r["decoder"], r["workers"]) for r in res["rows"]} == {
-        (s, d, w) for s in (40, 80) for d in ("pil", "pil_draft", "torchvision", "device") for w in (0, 1)}
+        (s, d, w) for s in (40, 80) for d in ("pil", "pil_draft", "pil_draft_uint8", "torchvision", "device") for w in (0, 1)}
     assert all(r["images_per_s"] > 0 for r in res["rows"])
 
 

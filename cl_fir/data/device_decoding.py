@@ -35,6 +35,8 @@ from PIL import Image
 from torch.utils.data import default_collate
 from torchvision.transforms.v2 import functional as F
 
+from cl_fir.data.pixels import Normalisation, PixelBatch, Pixels
+
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
 
@@ -151,9 +153,7 @@ class EncodedBatch:
         if any(flips):
             mask = torch.tensor(flips, device=device).view(-1, 1, 1, 1)
             out = torch.where(mask, out.flip(-1), out)
-        mean = torch.tensor(s.mean, device=device).view(1, 3, 1, 1) * 255.0
-        std = torch.tensor(s.std, device=device).view(1, 3, 1, 1) * 255.0
-        return (out - mean) / std
+        return Normalisation(s.mean, s.std)(out)
 
     def _decoded(self, device: torch.device) -> list[torch.Tensor]:
         """uint8 3 x H x W per image, on ``device``: JPEGs decoded there in one call."""
@@ -187,13 +187,25 @@ class EncodedBatch:
             return EncodedReader.stand_in().pixels.to(device)
 
 
+def _deferred_batch(items: list):
+    """The batch of images whose last steps run on the device, or None for other fields."""
+    if isinstance(items[0], EncodedImage):
+        return EncodedBatch(items)
+    if isinstance(items[0], Pixels):
+        return PixelBatch.collate(items)
+    return None
+
+
 def collate_images(batch: list):
     """``default_collate``, except that fields holding :class:`EncodedImage` become an
-    :class:`EncodedBatch` (the loop and the evaluators decode it on their device)."""
+    :class:`EncodedBatch` and fields holding :class:`~cl_fir.data.pixels.Pixels` a
+    :class:`~cl_fir.data.pixels.PixelBatch` (the loop and the evaluators finish them on
+    their device, ``decode_on``)."""
+    whole = _deferred_batch(batch)
+    if whole is not None:
+        return whole
     first = batch[0]
-    if isinstance(first, EncodedImage):
-        return EncodedBatch(batch)
-    if isinstance(first, (tuple, list)) and any(isinstance(f, EncodedImage) for f in first):
-        return [EncodedBatch(list(col)) if isinstance(col[0], EncodedImage) else default_collate(list(col))
-                for col in zip(*batch)]
+    if isinstance(first, (tuple, list)) and any(isinstance(f, (EncodedImage, Pixels)) for f in first):
+        columns = [list(col) for col in zip(*batch)]
+        return [default_collate(col) if (done := _deferred_batch(col)) is None else done for col in columns]
     return default_collate(batch)
