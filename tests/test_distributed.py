@@ -273,3 +273,36 @@ def test_torchrun_runs_modc_through_every_stage(tmp_path, cache_dir):
     m1, m2 = (_matrix(tmp_path / d / "tiny-lf" / "modc" / "seed1") for d in ("one", "two"))
     # one head: every BatchNorm is synchronised, so the ranks compute what one process does
     np.testing.assert_allclose(m2, m1, atol=0.5)
+
+
+class _Rows(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        self.x = torch.randn(n, 3, generator=torch.Generator().manual_seed(n))
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], i
+
+
+def _sharded_embedding(ctx: DistributedContext):
+    from cl_fir.engine.device import resolve_device
+    from cl_fir.evaluation.evaluator import embed_batches
+
+    setup = resolve_device("cpu", "fp32")
+    for n in (7, 1):                                    # uneven shares; fewer rows than ranks
+        data, seen = _Rows(n), []
+
+        def forward(x, ids):
+            seen.extend(ids.tolist())
+            return x * 2.0 + ids[:, None]
+
+        whole = embed_batches(data, forward, setup, batch_size=2, num_workers=0, dist=ctx)
+        torch.testing.assert_close(whole, data.x * 2.0 + torch.arange(n)[:, None], rtol=0, atol=0)
+        assert seen == (list(ctx.shard_rows(n)) if n >= 2 else [0])    # each rank embedded its share only
+
+
+def test_evaluation_embeds_a_share_on_each_rank_and_gathers_the_whole_set(tmp_path):
+    _on_two_ranks(_sharded_embedding, tmp_path)
+    assert [list(DistributedContext(r, 2, r, "gloo").shard_rows(7)) for r in (0, 1)] == [[0, 1, 2], [3, 4, 5, 6]]

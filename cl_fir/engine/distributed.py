@@ -10,7 +10,9 @@ the same batches; rank r loads and forwards its share of each batch's doublets. 
   trainable parameters, and after the step floating-point buffers (BatchNorm statistics)
   are broadcast from rank 0 (with ``train.sync_batchnorm``, BatchNorm itself uses the whole
   batch's statistics: ``engine/synced_batchnorm.py``);
-* rank 0 alone evaluates and writes results and checkpoints; the others wait.
+* evaluation is sharded: every rank embeds a contiguous share of each evaluation set and
+  the embeddings are gathered (:meth:`DistributedContext.gather_uneven`); rank 0 alone
+  computes the metrics and writes results and checkpoints.
 
 Why not ``DistributedDataParallel``: strategies add loss terms through paths outside
 the model's forward (distillation through old heads, the EWC penalty, the heads' own
@@ -121,6 +123,26 @@ class DistributedContext:
         if not self.enabled:
             return local
         return _GatherAll.apply(local)
+
+    def shard_rows(self, n: int) -> range:
+        """This rank's contiguous share of ``n`` rows (sizes differ by at most one)."""
+        return range(n * self.rank // self.world_size, n * (self.rank + 1) // self.world_size)
+
+    def gather_uneven(self, local: torch.Tensor) -> torch.Tensor:
+        """Every rank's rows in rank order, on every rank, for shares of different sizes (not
+        differentiable: evaluation embeddings). NCCL gathers equal shapes only, so each
+        share is padded to the largest and trimmed after."""
+        if not self.enabled:
+            return local
+        size = torch.tensor([local.shape[0]], device=self.device)
+        sizes = [torch.zeros_like(size) for _ in range(self.world_size)]
+        dist.all_gather(sizes, size)
+        counts = [int(s) for s in sizes]
+        padded = local.new_zeros((max(counts), *local.shape[1:]))
+        padded[:local.shape[0]] = local
+        parts = [torch.empty_like(padded) for _ in range(self.world_size)]
+        dist.all_gather(parts, padded.contiguous())
+        return torch.cat([p[:c] for p, c in zip(parts, counts)])
 
     # ------------------------------------------------------------ parameters
 

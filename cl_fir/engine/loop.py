@@ -88,7 +88,8 @@ class TrainingLoop:
                  on_increment_end: Callable[["TrainingLoop", Increment, dict], None] | None = None,
                  dist: DistributedContext | None = None):
         self.cfg = cfg
-        #: data-parallel ranks (one process unless started by torchrun); rank 0 evaluates and writes
+        #: data-parallel ranks (one process unless started by torchrun); all of them embed for
+        #: evaluation, rank 0 scores and writes
         self.dist = dist or DistributedContext()
         if cfg.eval.mode == "prioritized" and getattr(scenario, "protocol", "ranking") != "ranking":
             raise ConfigError(f"eval.mode (--eval-mode) prioritized needs attribute values (ranking protocol); "
@@ -162,10 +163,9 @@ class TrainingLoop:
             self.dist.check_in_sync(self.model, f"after increment {inc.index + 1}")
             if self.cfg.eval.mode == "prioritized":
                 self.store_centroids()
-            if self.dist.is_main:
-                results = self.evaluate_increment(inc)
-                if self.on_increment_end is not None:
-                    self.on_increment_end(self, inc, results)
+            results = self.evaluate_increment(inc)   # every rank embeds a share; rank 0 scores
+            if self.dist.is_main and self.on_increment_end is not None:
+                self.on_increment_end(self, inc, results)
             self.dist.barrier()
             self._stop_if_requested()
 
@@ -412,7 +412,7 @@ class TrainingLoop:
         start = time.perf_counter()
         tasks = [self.scenario.eval_tasks[a] for a in self.scenario.seen_tasks(inc.index)]
         results, images = evaluate_tasks(self.model, tasks, self.setup, self.cfg.eval, self.num_workers,
-                                         centroids=self.task_centroids)
+                                         centroids=self.task_centroids, dist=self.dist)
         self.cost.current.eval_seconds += time.perf_counter() - start
         self.cost.current.eval_images += images
         self.strategy.after_eval(self)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Subset
 
 from cl_fir.config import EvalConfig
 from cl_fir.data.device_decoding import collate_images
@@ -26,6 +26,7 @@ from cl_fir.evaluation.retrieval import composed_recall_at_k, retrieval_scores
 from cl_fir.scenario import TripletTask
 
 if TYPE_CHECKING:
+    from cl_fir.engine.distributed import DistributedContext
     from cl_fir.scenario import EvalTask
 
 #: Human name of each primary metric (the first of :func:`metric_names`).
@@ -90,16 +91,31 @@ def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
 
 
 @torch.inference_mode()
-def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size: int, num_workers: int) -> torch.Tensor:
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_workers: int,
+                  dist: "DistributedContext | None" = None) -> torch.Tensor:
+    """``forward(images on the device, the batch's second field)`` over ``dataset`` in order,
+    as one float32 tensor. Under torchrun each rank embeds a contiguous share and every
+    rank gets the whole (sets smaller than the number of ranks are embedded whole by each)."""
+    sharded = dist is not None and dist.enabled and len(dataset) >= dist.world_size
+    part = Subset(dataset, dist.shard_rows(len(dataset))) if sharded else dataset
+    loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=setup.device.type == "cuda", collate_fn=collate_images)
     chunks = []
-    for images, _ in loader:
+    for images, other in loader:
         images = setup.to_device(images)
-        attrs = torch.full((images.shape[0],), attribute, dtype=torch.long, device=setup.device)
         with setup.autocast():
-            chunks.append(model(images, attrs).float())
-    return torch.cat(chunks)
+            chunks.append(forward(images, other).float())
+    local = torch.cat(chunks)
+    return dist.gather_uneven(local) if sharded else local
+
+
+def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size: int, num_workers: int,
+                  dist: "DistributedContext | None" = None) -> torch.Tensor:
+    """Embeddings of ``dataset``'s images under ``attribute`` (:func:`embed_batches`)."""
+    def forward(images, _):
+        return model(images, torch.full((images.shape[0],), attribute, dtype=torch.long, device=images.device))
+
+    return embed_batches(dataset, forward, setup, batch_size, num_workers, dist)
 
 
 def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, float]:
@@ -116,46 +132,56 @@ def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, floa
 
 
 @torch.inference_mode()
-def _evaluate_composed(model, task, setup: DeviceSetup, cfg: EvalConfig, num_workers: int):
+def _evaluate_composed(model, task, setup: DeviceSetup, cfg: EvalConfig, num_workers: int, dist=None):
     """Recall@K of the task's queries (reference image + text, through the task's compositor)
     against its gallery, the reference removed from its own ranking."""
-    gallery = []
-    for images, _ in DataLoader(task.gallery, batch_size=cfg.batch_size, num_workers=num_workers,
-                                collate_fn=collate_images):
-        with setup.autocast():
-            gallery.append(model.embed_target(setup.to_device(images)).float())
-    queries = []
-    for images, texts in DataLoader(task.queries, batch_size=cfg.batch_size, num_workers=num_workers,
-                                    collate_fn=collate_images):
-        images = setup.to_device(images)
-        tasks = torch.full((images.shape[0],), task.attribute, dtype=torch.long, device=setup.device)
-        with setup.autocast():
-            queries.append(model.embed_query(images, list(texts), tasks).float())
-    hits = composed_recall_at_k(torch.cat(queries), torch.cat(gallery), task.targets, task.excluded, COMPOSED_KS)
-    return {f"recall@{k}": 100.0 * float(hits[k].mean()) for k in COMPOSED_KS}, len(task.gallery) + len(task.queries)
+    gallery = embed_batches(task.gallery, lambda images, _: model.embed_target(images), setup, cfg.batch_size,
+                            num_workers, dist)
+
+    def compose(images, texts):
+        tasks = torch.full((images.shape[0],), task.attribute, dtype=torch.long, device=images.device)
+        return model.embed_query(images, list(texts), tasks)
+
+    queries = embed_batches(task.queries, compose, setup, cfg.batch_size, num_workers, dist)
+    images = len(task.gallery) + len(task.queries)
+    if dist is not None and not dist.is_main:
+        return None, images
+    hits = composed_recall_at_k(queries, gallery, task.targets, task.excluded, COMPOSED_KS)
+    return {f"recall@{k}": 100.0 * float(hits[k].mean()) for k in COMPOSED_KS}, images
 
 
 def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: EvalConfig,
-                   num_workers: int = 0, centroids: dict | None = None) -> tuple[dict[int, dict[str, float]], int]:
-    """Metrics per task (keyed by attribute id) and the number of images embedded."""
+                   num_workers: int = 0, centroids: dict | None = None,
+                   dist: "DistributedContext | None" = None) -> tuple[dict[int, dict[str, float]], int]:
+    """Metrics per task (keyed by attribute id) and the number of images embedded.
+
+    Under torchrun (``dist``) every rank must call it: each embeds a share of every set and
+    rank 0 alone computes the metrics (the other ranks return no results)."""
     was_training = model.training
     model.eval()
     results: dict[int, dict[str, float]] = {}
     images = 0
+    scoring = dist is None or dist.is_main
     try:
         for task in tasks:
             if hasattr(task, "gallery"):   # composed retrieval (cl_fir.composed_scenario.ComposedTask)
-                results[task.attribute], n = _evaluate_composed(model, task, setup, cfg, num_workers)
+                row, n = _evaluate_composed(model, task, setup, cfg, num_workers, dist)
                 images += n
+                if scoring:
+                    results[task.attribute] = row
                 continue
             if isinstance(task, TripletTask):
-                emb = embed_dataset(model, task.images, task.attribute, setup, cfg.batch_size, num_workers)
+                emb = embed_dataset(model, task.images, task.attribute, setup, cfg.batch_size, num_workers, dist)
                 images += emb.shape[0]
-                results[task.attribute] = {"triplet_acc": triplet_accuracy(emb, task.anchors, task.far, task.close)}
+                if scoring:
+                    results[task.attribute] = {"triplet_acc": triplet_accuracy(emb, task.anchors, task.far,
+                                                                               task.close)}
                 continue
-            q = embed_dataset(model, task.queries, task.attribute, setup, cfg.batch_size, num_workers)
-            c = embed_dataset(model, task.candidates, task.attribute, setup, cfg.batch_size, num_workers)
+            q = embed_dataset(model, task.queries, task.attribute, setup, cfg.batch_size, num_workers, dist)
+            c = embed_dataset(model, task.candidates, task.attribute, setup, cfg.batch_size, num_workers, dist)
             images += q.shape[0] + c.shape[0]
+            if not scoring:
+                continue
             scores = retrieval_scores(q, task.queries.class_ids, c, task.candidates.class_ids,
                                       ap_ks=(None, cfg.map_k), recall_ks=tuple(cfg.recall_ks),
                                       ap_at_r=cfg.embedding_stats, modc_ks=(cfg.map_k,) if cfg.modc_metrics else ())
