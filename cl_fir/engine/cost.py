@@ -107,9 +107,10 @@ class CostMeter:
         c.images_backpropagated += n
         c.train_flops += 3.0 * self.forward_flops * n
 
-    def add_forward_only(self, n: int, backbone_only: bool = False) -> None:
-        """For strategies: images passed through a teacher or old model without backward."""
-        n *= self.replicas
+    def add_forward_only(self, n: int, backbone_only: bool = False, all_ranks: bool = False) -> None:
+        """For strategies: images passed through a teacher or old model without backward
+        (``n`` on this rank, or on all ranks together with ``all_ranks``: sharded passes)."""
+        n *= 1 if all_ranks else self.replicas
         self.current.extra_forward_images += n
         self.current.train_flops += (self.forward_flops - (self.head_flops if backbone_only else 0.0)) * n
 

@@ -31,11 +31,11 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
+from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from cl_fir.clustering import (bisect_clusters, centroids_of, cluster_with_retries, relabel_by_centroids,
                                relabel_by_overlap)
-from cl_fir.data.device_decoding import collate_images
+from cl_fir.evaluation.evaluator import embed_batches
 from cl_fir.models.dnc_head import UNMASKED
 
 
@@ -147,33 +147,33 @@ class DataDivision:
             self.assignments[a] = (sel, labels)
             sizes.append(f"{loop.scenario.meta.names[a]} {int((np.bincount(labels, minlength=k) > 0).sum())}")
         self.clustered_at = epoch
-        loop.cost.add_forward_only(len(rows))
+        loop.cost.add_forward_only(len(rows), all_ranks=True)
         loop.cost.current.train_seconds += time.perf_counter() - start
         loop.reporter.log(f"  D&C epoch {epoch + 1}: clusters per attribute: {', '.join(sizes)} "
                           f"({time.perf_counter() - start:.1f} s)")
 
     def features(self, loop, dataset, rows: np.ndarray) -> np.ndarray:
-        """L2-normalised clustering features of ``rows`` in order, from un-augmented images."""
-        model, setup = self.model, loop.setup
+        """L2-normalised clustering features of ``rows`` in order, from un-augmented images
+        (under torchrun each rank embeds a share; every rank gets them all, so every rank
+        clusters the same features)."""
+        model = self.model
         modes = {m: m.training for m in model.modules()}
         model.eval()
-        chunks = []
-        loader = DataLoader(Subset(untransformed_view(dataset), rows.tolist()), batch_size=loop.cfg.eval.batch_size,
-                            shuffle=False, num_workers=loop.num_workers, collate_fn=collate_images)
+
+        def forward(images, _values, attrs):
+            attrs = attrs.to(images.device)
+            f, fmap = model(images, attrs, return_features=True, groups=torch.full_like(attrs, UNMASKED))
+            if self.features_kind == "backbone":
+                f = fmap.float().mean(dim=(2, 3))
+            return F.normalize(f.float(), dim=1)
+
         try:
-            with torch.inference_mode():
-                for batch in loader:
-                    images = setup.to_device(batch[0])
-                    attrs = batch[2].to(setup.device)
-                    with setup.autocast():
-                        f, fmap = model(images, attrs, return_features=True, groups=torch.full_like(attrs, UNMASKED))
-                        if self.features_kind == "backbone":
-                            f = fmap.float().mean(dim=(2, 3))
-                    chunks.append(F.normalize(f.float(), dim=1).cpu())
+            feats = embed_batches(Subset(untransformed_view(dataset), rows.tolist()), forward, loop.setup,
+                                  loop.cfg.eval.batch_size, loop.num_workers, loop.dist)
         finally:
             for m, mode in modes.items():
                 m.training = mode
-        return torch.cat(chunks).numpy()
+        return feats.cpu().numpy()
 
     # ------------------------------------------------------------ state
 

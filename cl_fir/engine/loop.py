@@ -31,7 +31,7 @@ from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
 from cl_fir.errors import ConfigError, TrainingError
-from cl_fir.evaluation.evaluator import evaluate_tasks
+from cl_fir.evaluation.evaluator import embed_dataset, evaluate_tasks
 from cl_fir.models import RetrievalModel
 from cl_fir.models.retrieval_model import auxiliary_loss, clear_auxiliary
 from cl_fir.scenario import Increment, Scenario
@@ -377,7 +377,8 @@ class TrainingLoop:
     @torch.inference_mode()
     def class_means(self, increments: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """attribute -> (unit-norm mean embedding of each value's labelled training images,
-        un-augmented, under the current model (values x D); which values have images)."""
+        un-augmented, under the current model (values x D); which values have images).
+        Under torchrun each rank embeds a share of the images (as evaluation does)."""
         dataset, table = self.scenario.training_data(increments)
         view = untransformed_view(dataset)
         modes = {m: m.training for m in self.model.modules()}
@@ -386,14 +387,9 @@ class TrainingLoop:
         try:
             for a in sorted(set(table.attributes.tolist())):
                 rows = np.flatnonzero(table.attributes == a)
-                chunks = []
-                for images, *_ in DataLoader(Subset(view, rows.tolist()), batch_size=self.cfg.eval.batch_size,
-                                             num_workers=self.num_workers, collate_fn=collate_images):
-                    images = self.setup.to_device(images)
-                    attrs = torch.full((images.shape[0],), a, dtype=torch.long, device=self.setup.device)
-                    with self.setup.autocast():
-                        chunks.append(self.model(images, attrs).float())
-                emb, values = torch.cat(chunks), torch.as_tensor(table.values[rows], device=self.setup.device)
+                emb = embed_dataset(self.model, Subset(view, rows.tolist()), a, self.setup, self.cfg.eval.batch_size,
+                                    self.num_workers, self.dist)
+                values = torch.as_tensor(table.values[rows], device=self.setup.device)
                 num_values = self.scenario.meta.num_values[a]
                 means = torch.zeros(num_values, emb.shape[1], device=emb.device)
                 valid = torch.zeros(num_values, dtype=torch.bool)
@@ -401,7 +397,7 @@ class TrainingLoop:
                     means[v] = F.normalize(emb[values == v].mean(dim=0), dim=0)
                     valid[v] = True
                 out[a] = (means.cpu(), valid)
-                self.cost.add_forward_only(len(rows))
+                self.cost.add_forward_only(len(rows), all_ranks=True)
         finally:
             for m, mode in modes.items():
                 m.training = mode

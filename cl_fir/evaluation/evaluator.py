@@ -93,7 +93,7 @@ def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
 @torch.inference_mode()
 def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_workers: int,
                   dist: "DistributedContext | None" = None) -> torch.Tensor:
-    """``forward(images on the device, the batch's second field)`` over ``dataset`` in order,
+    """``forward(images on the device, *the batch's other fields)`` over ``dataset`` in order,
     as one float32 tensor. Under torchrun each rank embeds a contiguous share and every
     rank gets the whole (sets smaller than the number of ranks are embedded whole by each)."""
     sharded = dist is not None and dist.enabled and len(dataset) >= dist.world_size
@@ -101,10 +101,10 @@ def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_wor
     loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=setup.device.type == "cuda", collate_fn=collate_images)
     chunks = []
-    for images, other in loader:
+    for images, *other in loader:
         images = setup.to_device(images)
         with setup.autocast():
-            chunks.append(forward(images, other).float())
+            chunks.append(forward(images, *other).float())
     local = torch.cat(chunks)
     return dist.gather_uneven(local) if sharded else local
 
@@ -112,7 +112,7 @@ def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_wor
 def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size: int, num_workers: int,
                   dist: "DistributedContext | None" = None) -> torch.Tensor:
     """Embeddings of ``dataset``'s images under ``attribute`` (:func:`embed_batches`)."""
-    def forward(images, _):
+    def forward(images, *_):
         return model(images, torch.full((images.shape[0],), attribute, dtype=torch.long, device=images.device))
 
     return embed_batches(dataset, forward, setup, batch_size, num_workers, dist)
@@ -135,7 +135,7 @@ def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, floa
 def _evaluate_composed(model, task, setup: DeviceSetup, cfg: EvalConfig, num_workers: int, dist=None):
     """Recall@K of the task's queries (reference image + text, through the task's compositor)
     against its gallery, the reference removed from its own ranking."""
-    gallery = embed_batches(task.gallery, lambda images, _: model.embed_target(images), setup, cfg.batch_size,
+    gallery = embed_batches(task.gallery, lambda images, *_: model.embed_target(images), setup, cfg.batch_size,
                             num_workers, dist)
 
     def compose(images, texts):
