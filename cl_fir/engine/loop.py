@@ -31,7 +31,7 @@ from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
 from cl_fir.errors import ConfigError, TrainingError
-from cl_fir.evaluation.evaluator import embed_dataset, evaluate_tasks
+from cl_fir.evaluation.evaluator import embed_under_attributes, evaluate_tasks
 from cl_fir.models import RetrievalModel
 from cl_fir.models.retrieval_model import auxiliary_loss, clear_auxiliary
 from cl_fir.scenario import Increment, Scenario
@@ -378,17 +378,20 @@ class TrainingLoop:
     def class_means(self, increments: list[int]) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
         """attribute -> (unit-norm mean embedding of each value's labelled training images,
         un-augmented, under the current model (values x D); which values have images).
-        Under torchrun each rank embeds a share of the images (as evaluation does)."""
+        All attributes in one loader pass; under torchrun each rank embeds a share of the
+        images (as evaluation does)."""
         dataset, table = self.scenario.training_data(increments)
         view = untransformed_view(dataset)
         modes = {m: m.training for m in self.model.modules()}
         self.model.eval()
         out = {}
         try:
-            for a in sorted(set(table.attributes.tolist())):
-                rows = np.flatnonzero(table.attributes == a)
-                emb = embed_dataset(self.model, Subset(view, rows.tolist()), a, self.setup, self.cfg.eval.batch_size,
-                                    self.num_workers, self.dist)
+            attributes = sorted(set(table.attributes.tolist()))
+            rows_of = {a: np.flatnonzero(table.attributes == a) for a in attributes}
+            embedded = embed_under_attributes(self.model, [(Subset(view, rows_of[a].tolist()), a) for a in attributes],
+                                              self.setup, self.cfg.eval.batch_size, self.num_workers, self.dist)
+            for a, emb in zip(attributes, embedded):
+                rows = rows_of[a]
                 values = torch.as_tensor(table.values[rows], device=self.setup.device)
                 num_values = self.scenario.meta.num_values[a]
                 means = torch.zeros(num_values, emb.shape[1], device=emb.device)
