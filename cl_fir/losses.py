@@ -86,9 +86,8 @@ def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, alpha:
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(n, dtype=torch.bool, device=z.device)
     pos, neg = same & ~eye, ~same
-    inf = torch.tensor(float("inf"), device=z.device)
-    min_pos = torch.where(pos, sim, inf).min(dim=1, keepdim=True).values
-    max_neg = torch.where(neg, sim, -inf).max(dim=1, keepdim=True).values
+    min_pos = torch.where(pos, sim, float("inf")).min(dim=1, keepdim=True).values   # Python scalars: no copy
+    max_neg = torch.where(neg, sim, float("-inf")).max(dim=1, keepdim=True).values
     keep_neg = neg & (sim + epsilon > min_pos)
     keep_pos = pos & (sim - epsilon < max_neg)
     pos_term = torch.log1p(torch.where(keep_pos, torch.exp(-alpha * (sim - base)), 0.0).sum(dim=1)) / alpha

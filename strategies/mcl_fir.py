@@ -110,7 +110,7 @@ class MCLFIR(Strategy):
             return
         x = loop.mb_x
         n = x.shape[0]
-        choices = torch.as_tensor(kd_attrs, device=x.device)
+        choices = loop.setup.from_host(kd_attrs)
         draws = len(kd_attrs) if self.opts.kd_old_attributes == 0 else self.opts.kd_old_attributes
         teacher = self.teacher.module
         with torch.no_grad(), loop.setup.autocast():
@@ -148,8 +148,8 @@ class MCLFIR(Strategy):
         """The teacher's view of a batch: randomly distorted (``teacher_view = augmented``) or as is."""
         if self.opts.teacher_view != "augmented":
             return images
-        return random_affine_view(images, thetas=loop.per_sample_draw(
-            lambda m: random_affine_thetas(m, self.opts.view_strength)))
+        return random_affine_view(images, thetas=loop.setup.from_host(loop.per_sample_draw(
+            lambda m: random_affine_thetas(m, self.opts.view_strength))))
 
     def after_update(self, loop):
         if self.teacher is not None:

@@ -213,8 +213,8 @@ class MODC(Strategy):
             return zero
         b = loop.mb_x.shape[0] // 2                        # this rank's anchors (B in one process)
         x = loop.mb_x[:b]
-        every = torch.as_tensor(old, device=x.device)[torch.randint(len(old), (B,))].to(x.device)
-        attrs = every[loop.dist.local_rows(2 * b, paired=True)[:b].to(x.device)]
+        every = loop.setup.from_host(old)[loop.setup.from_host(torch.randint(len(old), (B,)))]
+        attrs = every[loop.setup.from_host(loop.dist.local_rows(2 * b, paired=True)[:b])]
         with loop.setup.autocast():
             with torch.no_grad():
                 teacher = self.old_model(x, attrs).float()

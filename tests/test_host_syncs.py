@@ -49,6 +49,23 @@ def test_counter_finds_reads_and_value_dependent_shapes_but_not_the_optimizer():
     assert {where for _, where in syncs.sites} == {"?"}                       # no cl-fir line on the stack
 
 
+def test_counter_finds_blocking_copies_to_a_device_but_not_asynchronous_ones():
+    from cl_fir.engine.device import resolve_device
+
+    t = torch.ones(3)
+    with HostSyncCounter() as syncs:
+        torch.as_tensor([1, 2], device="cpu")
+        torch.tensor([1.0], device=torch.device("cpu"))
+        t.to("cpu")
+        t.to(device="cpu")
+        t.to("cpu", non_blocking=True)                                          # asynchronous: not counted
+        t.to(torch.float64)                                                     # no device: not counted
+        torch.as_tensor([1, 2])                                                 # stays on the host
+        resolve_device("cpu", "fp32").from_host([1, 2, 3])                      # the harness's way
+    ops = Counter(op for op, _ in syncs.sites.elements())
+    assert ops == {"blocking as_tensor": 1, "blocking tensor": 1, "blocking to": 2}
+
+
 def _reads_in_a_step_of_increment_2(strategy, scenario, tmp_path, monkeypatch) -> Counter:
     from cl_fir.engine.loop import TrainingLoop
 
@@ -82,3 +99,19 @@ def test_multi_head_steps_read_once_per_routing(tiny_scenario, tmp_path, monkeyp
     nonzero per head present)."""
     sites = _reads_in_a_step_of_increment_2("mcl_fir", tiny_scenario, tmp_path, monkeypatch)
     assert sites == {("__float__", "engine/loss_readback.py"): 1, ("tolist", "models/retrieval_model.py"): 3}
+
+
+@pytest.mark.parametrize("strategy", ["finetune", "mcl_fir"])
+def test_composed_steps_wait_only_for_the_loss_and_the_routing(strategy, tmp_path, cache_dir, monkeypatch):
+    """The text encoder's token lengths stay on the host (pack_padded_sequence wants them
+    there), so its reads of them are host-side; the tokens go to the device asynchronously."""
+    from test_composed_family import TINY_CIR
+
+    scenario = tmp_path / "tiny-cir.toml"
+    scenario.write_text(TINY_CIR.replace("{gallery}", "split").replace("{groups}", "3"))
+    sites = _reads_in_a_step_of_increment_2(strategy, scenario, tmp_path / "out", monkeypatch)
+    host_side = {k for k in sites if k[1] == "models/text_encoder.py"}
+    assert {op for op, _ in host_side} <= {"__int__", "blocking cpu", "blocking to"}
+    routing = {("tolist", "models/retrieval_model.py"): 3} if strategy == "mcl_fir" else {}
+    assert {k: n for k, n in sites.items() if k not in host_side} == {("__float__", "engine/loss_readback.py"): 1,
+                                                                      **routing}

@@ -36,6 +36,7 @@ from torch.utils.data import default_collate
 from torchvision.transforms.v2 import functional as F
 
 from cl_fir.data.pixels import Normalisation, PixelBatch, Pixels
+from cl_fir.engine.device import host_to_device
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 
@@ -148,10 +149,10 @@ class EncodedBatch:
             if out is None:
                 out = x.float()
             else:
-                out[torch.as_tensor(rows, device=device)] = x.float()
+                out[host_to_device(torch.as_tensor(rows), device)] = x.float()
         flips = [it.flip for it in self.items]     # host values: no device sync to test them
         if any(flips):
-            mask = torch.tensor(flips, device=device).view(-1, 1, 1, 1)
+            mask = host_to_device(torch.tensor(flips), device).view(-1, 1, 1, 1)
             out = torch.where(mask, out.flip(-1), out)
         return Normalisation(s.mean, s.std)(out)
 

@@ -13,10 +13,13 @@ identical to normalising in the worker (tested).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
 from torch.utils.data import default_collate
+
+from cl_fir.engine.device import host_to_device
 
 
 @dataclass(frozen=True)
@@ -26,10 +29,17 @@ class Normalisation:
     std: tuple[float, float, float]
 
     def __call__(self, pixels: torch.Tensor) -> torch.Tensor:
-        shape = (3, 1, 1) if pixels.dim() == 3 else (1, 3, 1, 1)
-        mean = torch.tensor(self.mean, dtype=torch.float32, device=pixels.device).view(shape) * 255.0
-        std = torch.tensor(self.std, dtype=torch.float32, device=pixels.device).view(shape) * 255.0
+        mean = _channel_constants(self.mean, pixels.device, pixels.dim())
+        std = _channel_constants(self.std, pixels.device, pixels.dim())
         return (pixels.float() - mean) / std
+
+
+@functools.lru_cache(maxsize=64)
+def _channel_constants(values: tuple[float, float, float], device: torch.device, dims: int) -> torch.Tensor:
+    """255 x ``values`` shaped to broadcast over channels, made once per device: a fresh
+    ``torch.tensor(..., device=cuda)`` per batch would be a blocking copy (a stream sync)."""
+    shape = (3, 1, 1) if dims == 3 else (1, 3, 1, 1)
+    return host_to_device(torch.tensor(values, dtype=torch.float32).view(shape) * 255.0, device)
 
 
 @dataclass

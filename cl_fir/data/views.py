@@ -36,6 +36,6 @@ def random_affine_view(images: torch.Tensor, strength: float = 1.0, thetas: torc
     ``per_sample_draw`` gives each process the rows a single process would draw)."""
     if thetas is None:
         thetas = random_affine_thetas(images.shape[0], strength)
-    theta = thetas.to(device=images.device, dtype=images.dtype)
+    theta = thetas.to(device=images.device, dtype=images.dtype, non_blocking=True)
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="reflection", align_corners=False)

@@ -10,6 +10,15 @@ import torch
 from cl_fir.errors import ConfigError
 
 
+def host_to_device(t: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU tensor on ``device`` without a stream synchronisation: through pinned memory
+    and an asynchronous copy on CUDA (see :meth:`DeviceSetup.from_host`)."""
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        t = t.pin_memory()
+    return t.to(device, non_blocking=True)
+
+
 @dataclass
 class DeviceSetup:
     device: torch.device
@@ -30,6 +39,14 @@ class DeviceSetup:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
+    def from_host(self, data, dtype: torch.dtype | None = None) -> torch.Tensor:
+        """Host data (a list, an array or a CPU tensor) as a tensor on the device, without
+        making the host wait: on CUDA it is staged in pinned memory and copied
+        asynchronously, in stream order. (``torch.as_tensor(data, device=...)`` and
+        ``t.to(device)`` synchronise the stream after the copy: the host waits for every
+        queued kernel, ``engine/host_syncs.py``.)"""
+        return host_to_device(torch.as_tensor(data, dtype=dtype), self.device)
 
     def to_device(self, images) -> torch.Tensor:
         """A batch of images on the device; an encoded batch (``transforms.decode = "device"``)

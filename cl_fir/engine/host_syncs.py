@@ -3,7 +3,9 @@
 On CUDA the host queues kernels and runs ahead; an operation whose result the host needs
 (``.item()``, ``.tolist()``, ``bool(t)``, a data-dependent shape such as ``nonzero`` or
 ``unique``) makes it wait until the GPU has caught up, and the GPU then idles while the host
-queues the next kernels. ``torch.cuda.set_sync_debug_mode`` finds them only on a GPU. This
+queues the next kernels. So does a blocking copy between host and device
+(``torch.as_tensor(data, device=...)``, ``t.to(device)`` without ``non_blocking``): PyTorch
+synchronises the stream after it. ``torch.cuda.set_sync_debug_mode`` finds them only on a GPU. This
 counter intercepts the same operations on any device (tensor methods that hand a value to
 Python through a torch-function mode, value-dependent shapes at the dispatcher), so a test
 on CPU can check which a training step makes (``tests/test_host_syncs.py``).
@@ -25,6 +27,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 #: tensor methods that hand a value to Python (a wait when the tensor is on the GPU)
 READS = frozenset({"tolist", "item", "__bool__", "__int__", "__float__", "__index__", "numpy"})
+#: factories that copy Python or NumPy data to ``device=``: a blocking host-to-device copy on CUDA
+FROM_HOST = frozenset({"tensor", "as_tensor"})
 #: aten operations whose output shape depends on values
 SHAPE_FROM_VALUES = frozenset({"nonzero", "masked_select", "unique", "_unique2", "unique_dim", "unique_consecutive",
                                "equal", "is_nonzero", "repeat_interleave", "allclose"})
@@ -50,6 +54,21 @@ def _site() -> str | None:
     return f"{folder}/{name}:{ours[-1].lineno}"
 
 
+def _blocking_copy(name: str, args, kwargs: dict) -> bool:
+    """A copy to a named device that the host waits for on CUDA: a factory from host data with
+    ``device=``, or ``t.to(device)`` / ``t.cuda()`` / ``t.cpu()`` without ``non_blocking=True``
+    (a blocking copy synchronises the stream: the host waits for every queued kernel)."""
+    if name in FROM_HOST:
+        return kwargs.get("device") is not None
+    if name not in ("to", "cuda", "cpu") or not args or not isinstance(args[0], torch.Tensor):
+        return False
+    if kwargs.get("non_blocking") or (name == "to" and len(args) > 3 and args[3] is True):
+        return False
+    if name != "to":
+        return True
+    return any(isinstance(a, (torch.device, str)) for a in (*args[1:], kwargs.get("device")))
+
+
 class _Reads(TorchFunctionMode):
     def __init__(self, sites: Counter):
         super().__init__()
@@ -57,11 +76,13 @@ class _Reads(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
-        if name in READS and args and isinstance(args[0], torch.Tensor):
+        kwargs = kwargs or {}
+        read = name in READS and args and isinstance(args[0], torch.Tensor)
+        if read or _blocking_copy(name, args, kwargs):
             where = _site()
             if where is not None:
-                self.sites[(name, where)] += 1
-        return func(*args, **(kwargs or {}))
+                self.sites[(name if read else f"blocking {name}", where)] += 1
+        return func(*args, **kwargs)
 
 
 class _Shapes(TorchDispatchMode):

@@ -38,6 +38,10 @@ from cl_fir.scenario import Increment, Scenario
 from cl_fir.strategy import Strategy
 
 
+#: under torchrun, ranks compare stop requests every this many steps (a host wait each time)
+STOP_POLL_STEPS = 16
+
+
 class RunInterrupted(KeyboardInterrupt):
     """Raised after a signal-requested checkpoint; the run is resumable."""
 
@@ -123,6 +127,7 @@ class TrainingLoop:
         #: called with the loop every ``train.checkpoint_every`` steps and before stopping on a signal
         self.on_checkpoint: Callable[["TrainingLoop"], None] | None = None
         self.stop_requested: str | None = None
+        self._stop_poll: str | None = None      # torchrun: the last agreed stop request (_agreed_stop)
 
     @property
     def num_workers(self) -> int:
@@ -167,15 +172,29 @@ class TrainingLoop:
             if self.dist.is_main and self.on_increment_end is not None:
                 self.on_increment_end(self, inc, results)
             self.dist.barrier()
-            self._stop_if_requested()
+            self._stop_if_agreed(self._agreed_stop(poll=True))
 
     def request_stop(self, reason: str) -> None:
-        """Ask the loop to checkpoint and stop at the next step (signal handlers call this)."""
+        """Ask the loop to checkpoint and stop at the next step (signal handlers call this;
+        under torchrun, at the next step where the ranks compare requests)."""
         self.stop_requested = reason
 
-    def _stop_if_requested(self) -> None:
-        if self.stop_requested:
-            raise RunInterrupted(f"stopped by {self.stop_requested}; continue with: cl-fir run --resume <run dir>")
+    def _agreed_stop(self, poll: bool) -> str | None:
+        """The stop request every rank acts on. One process: its own, at once. Under torchrun:
+        any rank's, as found by the last poll, so that all ranks checkpoint and stop at the
+        same step. A poll is a collective whose value the host reads (it waits for the GPU), so
+        the loop polls every ``STOP_POLL_STEPS`` steps and at the end of each increment,
+        not after every step."""
+        if not self.dist.enabled:
+            return self.stop_requested
+        if poll:
+            self._stop_poll = self.dist.any_flag(self.stop_requested)
+        return self._stop_poll
+
+    @staticmethod
+    def _stop_if_agreed(stop: str | None) -> None:
+        if stop:
+            raise RunInterrupted(f"stopped by {stop}; continue with: cl-fir run --resume <run dir>")
 
     def train_increment(self, inc: Increment, resume: dict | None = None) -> None:
         t = self.cfg.train
@@ -241,15 +260,14 @@ class TrainingLoop:
                     steps += 1
                     advance(1, "" if loss is None else f"loss {loss:.3f}")
                     every = t.checkpoint_every
-                    if self.dist.enabled:   # every rank stops at the same step when one got a signal
-                        self.stop_requested = self.dist.any_flag(self.stop_requested)
-                    if self.on_checkpoint is not None and (self.stop_requested or (every and self.iteration % every == 0)):
+                    stop = self._agreed_stop(poll=self.step_in_epoch % STOP_POLL_STEPS == 0)
+                    if self.on_checkpoint is not None and (stop or (every and self.iteration % every == 0)):
                         self.loss_readback.flush()   # never checkpoint weights trained on a non-finite loss
                         cost.train_seconds += time.perf_counter() - start - wait
                         cost.data_wait_seconds += wait
                         start, wait = time.perf_counter(), 0.0
                         self.on_checkpoint(self)
-                    self._stop_if_requested()
+                    self._stop_if_agreed(stop)
             self.loss_readback.flush()
             if self.setup.device.type == "cuda":
                 torch.cuda.synchronize(self.setup.device)
@@ -309,8 +327,8 @@ class TrainingLoop:
         """One of ``options`` (ints) per sample of this process, uniformly, on the device:
         :meth:`per_sample_draw` of indices into them (e.g. the old attribute each sample is
         distilled under)."""
-        options = torch.as_tensor(list(options), device=self.setup.device)
-        return options[self.per_sample_draw(lambda n: torch.randint(len(options), (n,))).to(self.setup.device)]
+        options = self.setup.from_host(list(options))
+        return options[self.setup.from_host(self.per_sample_draw(lambda n: torch.randint(len(options), (n,))))]
 
     def _non_finite_loss(self, value: float, where: tuple[int, int, int]) -> None:
         increment, epoch, step = where

@@ -22,6 +22,7 @@ from torch import nn
 
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.compositor import TIRGCompositor
+from cl_fir.engine.device import host_to_device
 from cl_fir.models.retrieval_model import route_by_group
 from cl_fir.models.text_encoder import GRUTextEncoder, Vocabulary
 
@@ -50,7 +51,7 @@ class ComposedRetrievalModel(nn.Module):
         if not isinstance(self.text_encoder, GRUTextEncoder):
             return self.text_encoder(list(texts))
         tokens, lengths = self.vocabulary.encode(list(texts))
-        return self.text_encoder(tokens.to(device), lengths)
+        return self.text_encoder(host_to_device(tokens, device), lengths)   # lengths stay on the host
 
     def compose(self, image_feat: torch.Tensor, text_feat: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         if len(self.heads) == 1:

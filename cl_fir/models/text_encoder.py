@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
+from cl_fir.engine.device import host_to_device
+
 _TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 PAD, UNK = 0, 1
 
@@ -102,6 +104,6 @@ class SentenceTransformerTextEncoder(nn.Module):
 
     def forward(self, texts: Sequence[str]) -> torch.Tensor:
         device = self.project.weight.device
-        features = {k: v.to(device) if isinstance(v, torch.Tensor) else v
+        features = {k: host_to_device(v, device) if isinstance(v, torch.Tensor) else v
                     for k, v in self.model.tokenize(list(texts)).items()}
         return self.project(self.norm(self.model(features)["sentence_embedding"].float()))
