@@ -32,7 +32,7 @@ def test_one_pass_embeds_each_set_as_it_would_alone(tiny_scenario, loaders):
     together = evaluator.embed_under_attributes(model, sets, setup, batch_size=7, num_workers=0)
     assert len(loaders) == 1
     for (dataset, attribute), emb in zip(sets, together):
-        alone = evaluator.embed_dataset(model, dataset, attribute, setup, batch_size=5, num_workers=0)
+        alone, = evaluator.embed_under_attributes(model, [(dataset, attribute)], setup, batch_size=5, num_workers=0)
         torch.testing.assert_close(emb, alone, rtol=1e-5, atol=1e-6)
     loaders.clear()
     results, images = evaluator.evaluate_tasks(model, tasks, setup, loop.cfg.eval, num_workers=2)

@@ -109,26 +109,18 @@ def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_wor
     return dist.gather_uneven(local) if sharded else local
 
 
-def embed_dataset(model, dataset, attribute: int, setup: DeviceSetup, batch_size: int, num_workers: int,
-                  dist: "DistributedContext | None" = None) -> torch.Tensor:
-    """Embeddings of ``dataset``'s images under ``attribute`` (:func:`embed_batches`)."""
-    def forward(images, *_):
-        return model(images, torch.full((images.shape[0],), attribute, dtype=torch.long, device=images.device))
+class _Tagged(Dataset):
+    """A dataset's items cut to their first ``keep`` fields, followed by ``tag`` (the
+    attribute or task to embed them under)."""
 
-    return embed_batches(dataset, forward, setup, batch_size, num_workers, dist)
-
-
-class _UnderAttribute(Dataset):
-    """A dataset's images paired with the attribute to embed them under: ``(image, attribute)``."""
-
-    def __init__(self, dataset, attribute: int):
-        self.dataset, self.attribute = dataset, attribute
+    def __init__(self, dataset, tag: int, keep: int):
+        self.dataset, self.tag, self.keep = dataset, tag, keep
 
     def __len__(self) -> int:
         return len(self.dataset)
 
     def __getitem__(self, index):
-        return self.dataset[index][0], self.attribute
+        return (*self.dataset[index][:self.keep], self.tag)
 
 
 def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_size: int, num_workers: int,
@@ -139,7 +131,7 @@ def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_s
     set: its workers start, and its pipeline fills, once (with 2 workers on 2 CPU cores an
     evaluation of 8 tasks took 3x as long as without workers, nearly all of it start-up).
     In evaluation mode a sample's embedding does not depend on the rest of its batch."""
-    whole = ConcatDataset([_UnderAttribute(d, a) for d, a in sets])
+    whole = ConcatDataset([_Tagged(d, a, keep=1) for d, a in sets])   # (image, attribute)
 
     def forward(images, attributes):
         return model(images, attributes.to(images.device, non_blocking=True))
@@ -160,20 +152,6 @@ def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, floa
             f"{p}modc_recall@{k}": 100.0 * float(s["modc_recall"][k].mean()), "pl_acc": acc}
 
 
-class _QueriesOfTask(Dataset):
-    """A composed task's queries as ``(reference image, text, task)``."""
-
-    def __init__(self, queries, task: int):
-        self.queries, self.task = queries, task
-
-    def __len__(self) -> int:
-        return len(self.queries)
-
-    def __getitem__(self, index):
-        image, text = self.queries[index][:2]
-        return image, text, self.task
-
-
 def embed_composed(model, tasks: list, setup: DeviceSetup, batch_size: int, num_workers: int,
                    dist: "DistributedContext | None" = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(queries, gallery)`` embeddings of each composed task: every gallery in one loader
@@ -185,8 +163,9 @@ def embed_composed(model, tasks: list, setup: DeviceSetup, batch_size: int, num_
     def compose(images, texts, task_ids):
         return model.embed_query(images, list(texts), task_ids.to(images.device, non_blocking=True))
 
-    queries = embed_batches(ConcatDataset([_QueriesOfTask(t.queries, t.attribute) for t in tasks]), compose, setup,
-                            batch_size, num_workers, dist).split([len(t.queries) for t in tasks])
+    tagged = ConcatDataset([_Tagged(t.queries, t.attribute, keep=2) for t in tasks])   # (image, text, task)
+    queries = embed_batches(tagged, compose, setup, batch_size, num_workers, dist)
+    queries = queries.split([len(t.queries) for t in tasks])
     return list(zip(queries, galleries))
 
 
