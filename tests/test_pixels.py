@@ -49,8 +49,8 @@ def test_auto_normalises_on_the_device_only_for_cuda():
 
 
 def test_a_batch_mixing_normalisations_is_refused():
-    a = Pixels(torch.zeros(3, 2, 2, dtype=torch.uint8), build_transforms(TransformConfig(normalize="device"))[0].deferred)
-    b = Pixels(a.data, build_transforms(TransformConfig(normalize="device", std=(1.0, 1.0, 1.0)))[0].deferred)
+    a = Pixels(torch.zeros(3, 2, 2, dtype=torch.uint8), build_transforms(TransformConfig(normalize="device"))[0].norm)
+    b = Pixels(a.data, build_transforms(TransformConfig(normalize="device", std=(1.0, 1.0, 1.0)))[0].norm)
     with pytest.raises(ValueError, match="one normalisation"):
         collate_images([a, b])
 

@@ -65,12 +65,12 @@ class ImageTransform:
     def __init__(self, cfg: TransformConfig, train: bool):
         self.resize, self.crop = cfg.resize, cfg.crop
         self.flip = train and cfg.hflip
-        #: normalisation left to the device (``normalize = "device"``): uint8 :class:`Pixels` out
-        self.deferred = Normalisation(tuple(cfg.mean), tuple(cfg.std)) if cfg.normalize == "device" else None
+        #: the normalisation, applied here or (``normalize = "device"``) left to the device:
+        #: then uint8 :class:`Pixels` come out, and the device applies the same arithmetic
+        self.norm = Normalisation(tuple(cfg.mean), tuple(cfg.std))
+        self.normalize_here = cfg.normalize != "device"
         #: the smallest shorter side the decoder may produce (see ``TransformConfig.jpeg_draft``)
         self.decode_min_side = draft_min_side(cfg)
-        self.mean = torch.tensor(cfg.mean, dtype=torch.float32).view(3, 1, 1) * 255.0
-        self.std = torch.tensor(cfg.std, dtype=torch.float32).view(3, 1, 1) * 255.0
 
     def __call__(self, img) -> torch.Tensor:
         x = F.pil_to_tensor(img) if not isinstance(img, torch.Tensor) else img
@@ -82,12 +82,10 @@ class ImageTransform:
             x = F.center_crop(x, [self.crop, self.crop])
         if self.flip and torch.rand(()) < 0.5:
             x = x.flip(-1)
-        if self.deferred is not None:
-            return Pixels(x, self.deferred)
-        return (x.float() - self.mean) / self.std
+        return self.norm(x) if self.normalize_here else Pixels(x, self.norm)
 
     def __repr__(self) -> str:
-        where = "device" if self.deferred is not None else "workers"
+        where = "workers" if self.normalize_here else "device"
         return f"ImageTransform(resize={self.resize}, crop={self.crop}, flip={self.flip}, normalize={where})"
 
 
