@@ -118,7 +118,6 @@ class MODC(Strategy):
             self.bank = CentroidBank(meta.class_offsets, meta.num_values, dim).to(loop.setup.device)
         for a, (m, valid) in means.items():
             self.bank.set_attribute(a, m, valid)
-        loop.dist.broadcast_(self.bank.centroids)   # every rank computed them; all start from rank 0's
         if self.predictor is None or self.retrain:
             self._build_predictor(dim, loop.setup.device, loop.epoch_seed(0, stream=6))
         self._unlabelled = None

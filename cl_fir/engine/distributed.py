@@ -146,13 +146,6 @@ class DistributedContext:
 
     # ------------------------------------------------------------ parameters
 
-    def broadcast_(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Rank 0's values of ``tensor`` on every rank, in place (state a strategy derives on
-        each rank, where kernels may round differently from rank to rank)."""
-        if self.enabled:
-            dist.broadcast(tensor, src=0)
-        return tensor
-
     def average_gradients(self, params) -> None:
         """Mean gradient over ranks for every parameter (zeros where a rank produced none)."""
         if not self.enabled:
