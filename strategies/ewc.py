@@ -6,7 +6,9 @@ InfoNCE loss over ``fisher_batches`` fresh batches of that increment (model in e
 so BatchNorm statistics are not touched); Fishers accumulate over increments
 (``fisher_decay`` < 1 gives online EWC). While training later increments the loss gets
 ``(lambda / 2) * sum_i F_i (theta_i - theta*_i)^2`` with theta* the weights at the end of
-the previous increment. The Fisher passes are counted in the training cost.
+the previous increment. The Fisher passes are counted in the training cost; under
+torchrun each rank forwards its share of every Fisher batch and the gradients are averaged,
+so every rank squares the whole batch's gradient, as one process does.
 """
 
 from __future__ import annotations
@@ -63,10 +65,10 @@ class EWC(Strategy):
         model.eval()
         batches = 0
         try:
-            for batch in loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, stream=8)):
-                model.zero_grad(set_to_none=True)
-                images = loop.forward_batch(batch)
-                self.criterion(loop).backward()
+            # under torchrun each rank forwards its share; the gradients are the whole batch's on every rank
+            for batch in loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, stream=8),
+                                            shard=loop.batch_shard):
+                images = loop.gradient_pass(batch, self.criterion)
                 for n, p in params.items():
                     if p.grad is not None:
                         fisher[n] += p.grad.detach().float() ** 2

@@ -198,6 +198,27 @@ def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     assert abs(np.nanmean(m3) - np.nanmean(m1)) < 0.05
 
 
+def test_torchrun_ewc_fisher_is_the_single_process_fisher(tiny_scenario, tmp_path):
+    """EWC's Fisher batches are sharded like training batches and the gradients averaged, so
+    each rank forwards half of every Fisher batch (counted once in the cost) and both ranks
+    square the whole batch's gradient: the Fisher one process estimates (the weights it is
+    taken at differ by float summation order, with synchronised BatchNorm)."""
+    args = ["run", "--strategy", "ewc", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
+            "--set", "train.samples_per_epoch=32", "--set", "train.sync_batchnorm=true",
+            "--opt", "fisher_batches=2"]
+    _run_cl_fir(args, tmp_path / "one")
+    _run_cl_fir(args, tmp_path / "two", processes=2)
+    runs = [tmp_path / d / "tiny" / "ewc" / "seed1" for d in ("one", "two")]
+    a, b = (json.loads((r / "cost.json").read_text())["increments"] for r in runs)
+    assert [c["images_forwarded"] for c in a] == [c["images_forwarded"] for c in b]
+    fishers = [torch.load(r / "checkpoints" / "increment_2.pt", weights_only=False)["loop"]["strategy"]["fisher"]
+               for r in runs]
+    assert fishers[0].keys() == fishers[1].keys()
+    for name, f in fishers[0].items():
+        torch.testing.assert_close(fishers[1][name], f, rtol=1e-3, atol=1e-9 + 1e-3 * f.abs().max().item())
+    np.testing.assert_allclose(_matrix(runs[1]), _matrix(runs[0]), atol=0.25)
+
+
 def test_torchrun_runs_the_composed_family_with_distillation(tmp_path, cache_dir):
     """lwf on composed triplets under torchrun: shards of triplets, gathered queries and
     targets, distillation on each rank's own rows. Its per-increment compositor heads keep

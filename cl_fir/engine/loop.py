@@ -236,10 +236,8 @@ class TrainingLoop:
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
-            shard = None if not self.dist.enabled else (
-                self.dist.shard_triplets if self.scenario.protocol == "composed" else self.dist.shard)
             loader = epoch_loader.for_epoch(dataset, SeededBatches(sampler, skip, self.epoch_seed(epoch, stream=7),
-                                                                   shard))
+                                                                   self.batch_shard))
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
             self.loss_readback.reset()
@@ -352,13 +350,39 @@ class TrainingLoop:
         self.mb_branches = getattr(self.model, "training_branches", None)
         return self.mb_x.shape[0]
 
-    def _backward_and_step(self, n_images: int) -> float | None:
-        self.mb_local_output = self.mb_output   # this rank's rows (for per-sample terms such as distillation)
-        if self.dist.enabled:   # the strategy's loss sees the whole batch, as in one process
+    def gradient_pass(self, batch, loss: Callable[["TrainingLoop"], torch.Tensor]) -> int:
+        """For strategies' own passes over training data (EWC's Fisher): forward this rank's
+        share of ``batch`` (from a loader sharded with :attr:`batch_shard`), ``loss(loop)`` on
+        the whole batch, backward, gradients averaged over ranks as in a training step, so
+        every rank holds the gradient one process would; no strategy hooks, no update.
+        Returns the number of images this rank forwarded."""
+        n_images = self.forward_batch(batch)
+        self._gather_batch()
+        self.model.zero_grad(set_to_none=True)
+        loss(self).backward()
+        self.dist.average_gradients(self.model.parameters())
+        return n_images
+
+    @property
+    def batch_shard(self) -> Callable[[list], list] | None:
+        """How a batch of sample indices is cut into this rank's share (None in one process)."""
+        if not self.dist.enabled:
+            return None
+        return self.dist.shard_triplets if self.scenario.protocol == "composed" else self.dist.shard
+
+    def _gather_batch(self) -> None:
+        """Under torchrun, the whole batch's outputs, labels and branch outputs on every rank
+        (differentiable), so the strategy's loss sees the whole batch, as in one process;
+        ``mb_local_output`` keeps this rank's rows (for per-sample terms such as distillation)."""
+        self.mb_local_output = self.mb_output
+        if self.dist.enabled:
             self.mb_output = self.dist.gather_pairs(self.mb_output)
             self.mb_y = self.dist.gather_pairs(self.mb_y)
             if self.mb_branches:
                 self.mb_branches = [(w, self.dist.gather_pairs(out)) for w, out in self.mb_branches]
+
+    def _backward_and_step(self, n_images: int) -> float | None:
+        self._gather_batch()
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)
