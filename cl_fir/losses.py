@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 
 def doublet_infonce(anchors: torch.Tensor, positives: torch.Tensor, labels: torch.Tensor | None = None,
-                    temperature: float = 0.3) -> torch.Tensor:
+                    temperature: float = 0.3, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE (NT-Xent) on doublets with in-batch negatives.
 
     ``anchors[i]`` and ``positives[i]`` are a positive pair. Every row of the stacked
@@ -19,6 +19,12 @@ def doublet_infonce(anchors: torch.Tensor, positives: torch.Tensor, labels: torc
     With ``labels`` (one class id per doublet), the loss is *label-aware*: rows that share
     the class of row ``i`` (other than its partner) are removed from its negatives, so
     in-batch items with the same attribute value are not pushed away.
+
+    With ``rows`` (a boolean per doublet), the loss is the one over the selected doublets
+    alone, ``doublet_infonce(anchors[rows], positives[rows], labels[rows])``, computed on the
+    whole batch with masks: the others are neither terms nor negatives (0 when none is
+    selected). Selecting by mask gives shapes that depend on values, which the host must
+    read (a GPU wait); the masks do not.
     """
     B = anchors.shape[0]
     z = torch.cat([anchors, positives], dim=0).float()
@@ -32,8 +38,12 @@ def doublet_infonce(anchors: torch.Tensor, positives: torch.Tensor, labels: torc
         same = lab[:, None] == lab[None, :]
         same[idx, partner] = False
         excluded |= same
-    logits = logits.masked_fill(excluded, float("-inf"))
-    return F.cross_entropy(logits, partner)
+    if rows is None:
+        return F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner)
+    keep = torch.cat([rows, rows])
+    excluded |= keep[:, None] & ~keep[None, :]        # a left-out row keeps finite logits, and weight 0
+    terms = F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner, reduction="none")
+    return (terms * keep).sum() / keep.sum().clamp(min=1)
 
 
 def embedding_distillation(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:

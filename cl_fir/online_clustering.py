@@ -87,15 +87,21 @@ class CentroidBank:
 
     @torch.no_grad()
     def update(self, z: torch.Tensor, classes: torch.Tensor, momentum: float) -> None:
-        """EMA of each non-frozen class present: ``mu <- normalise(m mu + (1 - m) mean_batch(z))``."""
+        """EMA of each non-frozen class present: ``mu <- normalise(m mu + (1 - m) mean_batch(z))``
+        (a class without a centroid yet starts at its batch mean); rows of class < 0 are left
+        out. All classes at once, in fixed shapes: nothing the host must read (a GPU wait),
+        and the batch means come from a product with the rows' one-hot classes, which, unlike
+        atomic scatter-adds, sums in the same order on every run."""
         z = z.detach().float()
-        for c in torch.unique(classes).tolist():
-            if self.frozen[c]:
-                continue
-            batch_mean = z[classes == c].mean(dim=0)
-            old = self.centroids[c] if self.valid[c] else batch_mean
-            self.centroids[c] = F.normalize(momentum * old + (1.0 - momentum) * batch_mean, dim=0)
-            self.valid[c] = True
+        n = self.centroids.shape[0]
+        one_hot = (classes[:, None] == torch.arange(n, device=classes.device)[None, :]).to(z.dtype)
+        counts = one_hot.sum(dim=0)
+        mean = (one_hot.t() @ z) / counts.clamp(min=1)[:, None]
+        old = torch.where(self.valid[:, None], self.centroids, mean)
+        moved = F.normalize(momentum * old + (1.0 - momentum) * mean, dim=1)
+        change = (counts > 0) & ~self.frozen
+        self.centroids.copy_(torch.where(change[:, None], moved, self.centroids))
+        self.valid |= change
 
     def state_dict(self) -> dict:
         return {"centroids": self.centroids.cpu(), "valid": self.valid.cpu(), "frozen": self.frozen.cpu()}
@@ -108,12 +114,19 @@ class CentroidBank:
 
 
 def cluster_loss(z: torch.Tensor, classes: torch.Tensor, attributes: torch.Tensor, bank: CentroidBank,
-                 temperature: float) -> torch.Tensor:
+                 temperature: float, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Cluster-level loss: cross-entropy of each row's class against the centroids of its
-    attribute (gradient to ``z`` only); 0 for an empty batch."""
+    attribute (gradient to ``z`` only); 0 for an empty batch. With ``rows`` (a boolean per
+    row), the mean over the selected rows alone (0 when none), computed with masks instead
+    of selecting by mask (a shape the host would have to read)."""
     if z.shape[0] == 0:
         return z.new_zeros(()).float()
-    return F.cross_entropy(bank.logits(z, attributes, temperature), classes)
+    logits = bank.logits(z, attributes, temperature)
+    if rows is None:
+        return F.cross_entropy(logits, classes)
+    # a left-out row may have no class (-1): zero logits and class 0 keep its term finite; weight 0
+    terms = F.cross_entropy(logits.masked_fill(~rows[:, None], 0.0), torch.where(rows, classes, 0), reduction="none")
+    return (terms * rows).sum() / rows.sum().clamp(min=1)
 
 
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:

@@ -92,7 +92,7 @@ class MODC(Strategy):
         self._mixed: ConcatDataset | None = None   # labelled then unlabelled images (steps 2-4)
         self._n_doublets = 0                 # the batch's first pairs are doublets, the rest view pairs
         self._update = None                  # (embeddings, classes) for the centroid EMA after the step
-        self._stats = np.zeros(3)            # unlabelled rows seen, confident, old-attribute rows used
+        self._stats = None                   # on the device: unlabelled rows seen, confident, old-attribute rows used
 
     # ------------------------------------------------------------ set-up
 
@@ -121,7 +121,7 @@ class MODC(Strategy):
         if self.predictor is None or self.retrain:
             self._build_predictor(dim, loop.setup.device, loop.epoch_seed(0, stream=6))
         self._unlabelled = None
-        self._stats[:] = 0
+        self._stats = torch.zeros(3, device=loop.setup.device)   # read once per epoch, not per step
         last = modc_stage(loop.cfg.train.epochs - 1, self.opts.warmup_epochs, self.opts.supervised_epochs,
                           self.opts.step_epochs)
         if last < len(STAGES) - 1:
@@ -173,27 +173,30 @@ class MODC(Strategy):
     # ------------------------------------------------------------ losses
 
     def criterion(self, loop):
+        """The stage's terms. Rows take part through boolean masks over the whole batch (the
+        losses' ``rows``), never by selecting them: a selection's size is a value the host
+        would have to read, a GPU wait each time."""
         o, stage = self.opts, self.stage(loop)
         B = loop.mb_output.shape[0] // 2
         anchors, positives = loop.mb_output[:B], loop.mb_output[B:]
-        y, attrs = loop.mb_y[:B].clone(), loop.dist.gather_pairs(loop.mb_task)[:B]   # the whole batch's
+        y, attrs = loop.mb_y[:B], loop.dist.gather_pairs(loop.mb_task)[:B]   # the whole batch's
         known = y >= 0
-        used = known.clone()
-        if stage >= 4 and not known.all():     # steps 3-4: confident pseudo-labels of unlabelled images
+        used = known
+        if stage >= 4:                         # steps 3-4: confident pseudo-labels of unlabelled images
             pseudo, conf = self.bank.pseudo_labels(anchors.detach(), attrs, o.cluster_temperature)
             confident = ~known & (conf >= o.confidence)
-            y[confident] = pseudo[confident]
-            used |= confident
-            self._stats[:2] += [int((~known).sum()), int(confident.sum())]
+            y = torch.where(confident, pseudo, y)
+            used = known | confident
+            self._stats[:2] += torch.stack([(~known).sum(), confident.sum()])
         instance_rows = used if stage >= 4 else known
-        loss = doublet_infonce(anchors[instance_rows], positives[instance_rows],
-                               y[instance_rows] if o.label_aware else None, loop.cfg.loss.temperature)
-        cluster_rows = used if stage >= 5 else known
-        z = torch.cat([anchors[cluster_rows], positives[cluster_rows]])
-        classes, z_attrs = y[cluster_rows].repeat(2), attrs[cluster_rows].repeat(2)
-        self._update = (z.detach(), classes)
+        loss = doublet_infonce(anchors, positives, y if o.label_aware else None, loop.cfg.loss.temperature,
+                               rows=instance_rows)
+        cluster_rows = (used if stage >= 5 else known).repeat(2)
+        z, classes, z_attrs = loop.mb_output, y.repeat(2), attrs.repeat(2)
+        self._update = (z.detach(), torch.where(cluster_rows, classes, -1))
         if stage >= 1 and o.cluster_weight:
-            loss = loss + o.cluster_weight * cluster_loss(z, classes, z_attrs, self.bank, o.cluster_temperature)
+            loss = loss + o.cluster_weight * cluster_loss(z, classes, z_attrs, self.bank, o.cluster_temperature,
+                                                          rows=cluster_rows)
         if stage >= 2 and o.ss_weight and self._n_doublets < B:
             v1, v2 = anchors[self._n_doublets:], positives[self._n_doublets:]
             loss = loss + o.ss_weight * simsiam_loss(self.predictor(v1.float()), self.predictor(v2.float()), v1, v2)
@@ -207,9 +210,8 @@ class MODC(Strategy):
         the pseudo-labels, the confident rows and the loss are the whole batch's, as in one
         process."""
         old = self.old_attributes(loop)
-        zero = loop.mb_output.new_zeros(()).float()
         if self.old_model is None or not old or not self.opts.old_pseudo_weight:
-            return zero
+            return loop.mb_output.new_zeros(()).float()
         b = loop.mb_x.shape[0] // 2                        # this rank's anchors (B in one process)
         x = loop.mb_x[:b]
         every = loop.setup.from_host(old)[loop.setup.from_host(torch.randint(len(old), (B,)))]
@@ -223,26 +225,24 @@ class MODC(Strategy):
         teacher, student = loop.dist.gather_rows(teacher), loop.dist.gather_rows(student)
         pseudo, conf = self.bank.pseudo_labels(teacher, every, self.opts.cluster_temperature)
         keep = conf >= self.opts.confidence
-        self._stats[2] += int(keep.sum())
-        if not keep.any():
-            return zero
-        return self.opts.old_pseudo_weight * cluster_loss(student[keep], pseudo[keep], every[keep], self.bank,
-                                                          self.opts.cluster_temperature)
+        self._stats[2] += keep.sum()
+        return self.opts.old_pseudo_weight * cluster_loss(student, pseudo, every, self.bank,
+                                                          self.opts.cluster_temperature, rows=keep)
 
     def after_training_iteration(self, loop):
-        if self._update is not None and self._update[0].shape[0]:
+        if self._update is not None:
             self.bank.update(*self._update, self.opts.centroid_momentum)
         self._update = None
 
     def after_training_epoch(self, loop):
-        seen, confident, old = self._stats
+        seen, confident, old = self._stats.tolist()
         parts = [f"stage {STAGES[self.stage(loop)]}"]
         if seen:
             parts.append(f"{confident / seen:.0%} of unlabelled pairs pseudo-labelled")
         if self.old_model is not None:
             parts.append(f"{int(old)} old-attribute pseudo-labels used")
         loop.reporter.log("  modc: " + ", ".join(parts))
-        self._stats[:] = 0
+        self._stats.zero_()
 
     def after_training_exp(self, loop):
         if not self.retrain:

@@ -58,3 +58,30 @@ def test_gradients_flow_and_loss_is_low_for_matched_pairs():
     loss.backward()
     assert a.grad is not None and torch.isfinite(a.grad).all()
     assert float(doublet_infonce(torch.eye(4), torch.eye(4), temperature=0.1)) < 0.01
+
+
+@pytest.mark.parametrize("label_aware", [False, True])
+def test_selected_rows_give_the_loss_of_those_doublets_alone(label_aware):
+    """The masked loss equals the explicit loop over the selected doublets, and so do the
+    gradients (zero for the rows left out)."""
+    for mask in ([1, 0, 1, 1, 0, 1, 0], [0, 0, 0, 0, 0, 0, 1], [1] * 7):
+        a, p = embeddings(B=7, seed=4)
+        labels = torch.tensor([0, 1, 0, 2, 1, 0, 2]) if label_aware else None
+        rows = torch.tensor(mask, dtype=torch.bool)
+        a.requires_grad_(True)
+        got = doublet_infonce(a, p, labels, 0.2, rows=rows)
+        want = explicit_infonce(a.detach()[rows], p[rows], None if labels is None else labels[rows], t=0.2)
+        assert got.item() == pytest.approx(want, abs=1e-5)
+        got.backward()
+        selected = a.detach()[rows].clone().requires_grad_(True)
+        doublet_infonce(selected, p[rows], None if labels is None else labels[rows], 0.2).backward()
+        torch.testing.assert_close(a.grad[rows], selected.grad)
+        assert not a.grad[~rows].any()
+
+
+def test_no_selected_row_gives_zero_and_finite_gradients():
+    a, p = embeddings(B=3, seed=5)
+    a.requires_grad_(True)
+    loss = doublet_infonce(a, p, torch.tensor([0, 0, 1]), 0.3, rows=torch.zeros(3, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and not a.grad.any()
