@@ -135,6 +135,9 @@ def test_decorrelation_loss_is_the_mean_pairwise_cosine_of_relu_masks():
         expected.append(sum(pairs) / len(pairs))
     got = head.decorrelation_loss(torch.tensor([0, 1, 2, 2]))
     torch.testing.assert_close(got, sum(expected) / 2)
+    rows = torch.tensor([True, True, False, False])                # only these rows' attributes count
+    torch.testing.assert_close(head.decorrelation_loss(torch.tensor([0, 1, 2, 2]), rows), expected[0])
+    assert head.decorrelation_loss(torch.tensor([0, 1, 2, 2]), torch.zeros(4, dtype=torch.bool)).item() == 0.0
     head.train()
     head(torch.randn(4, 8, 3, 3), torch.tensor([0, 1, 2, 2]), torch.tensor([0, 0, 1, 2]))
     torch.testing.assert_close(head.aux_losses[0], 0.5 * got)

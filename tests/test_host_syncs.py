@@ -66,7 +66,7 @@ def test_counter_finds_blocking_copies_to_a_device_but_not_asynchronous_ones():
     assert ops == {"blocking as_tensor": 1, "blocking tensor": 1, "blocking to": 2}
 
 
-def _reads_in_a_step_of_increment_2(strategy, scenario, tmp_path, monkeypatch) -> Counter:
+def _reads_in_a_step_of_increment_2(strategy, scenario, tmp_path, monkeypatch, extra=()) -> Counter:
     from cl_fir.engine.loop import TrainingLoop
 
     original, seen = TrainingLoop.training_step, {}
@@ -81,15 +81,18 @@ def _reads_in_a_step_of_increment_2(strategy, scenario, tmp_path, monkeypatch) -
 
     monkeypatch.setattr(TrainingLoop, "training_step", counted)
     res = CliRunner().invoke(app, ["run", "--strategy", strategy, "--scenario", str(scenario), "--quiet",
-                                   "--output-dir", str(tmp_path)])
+                                   "--output-dir", str(tmp_path), *extra])
     assert res.exit_code == 0, res.output
     return seen["sites"]
 
 
-@pytest.mark.parametrize("strategy", ["finetune", "lwf", "ewc"])
-def test_single_head_steps_read_only_the_loss(strategy, tiny_scenario, tmp_path, monkeypatch):
-    """On CUDA the loss is read one step late, behind an event (engine/loss_readback.py)."""
-    sites = _reads_in_a_step_of_increment_2(strategy, tiny_scenario, tmp_path, monkeypatch)
+@pytest.mark.parametrize("strategy, extra", [("finetune", ()), ("lwf", ()), ("ewc", ()),
+                                             ("finetune", ("--head", "dnc"))])
+def test_single_head_steps_read_only_the_loss(strategy, extra, tiny_scenario, tmp_path, monkeypatch):
+    """On CUDA the loss is read one step late, behind an event (engine/loss_readback.py).
+    The D&C head picks each row's cluster mask and its decorrelation term with masks
+    (before: 6 reads a step, for the clustered rows, their attributes and masks in use)."""
+    sites = _reads_in_a_step_of_increment_2(strategy, tiny_scenario, tmp_path, monkeypatch, extra)
     assert sites == {("__float__", "engine/loss_readback.py"): 1}
 
 

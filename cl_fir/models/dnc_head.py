@@ -70,11 +70,6 @@ class DivideAndConquerHead(nn.Module):
         self.conquering = False
         self.aux_losses: list[torch.Tensor] = []
 
-    def active_masks(self, attribute: int) -> torch.Tensor:
-        """ReLU of the attribute's masks in use, (K_a, D); the first one before any division."""
-        k = max(int(self.num_clusters[attribute]), 1)
-        return F.relu(self.masks[attribute, :k])
-
     def summed_masks(self, attributes: torch.Tensor) -> torch.Tensor:
         """(B, D): per sample, the sum of its attribute's masks in use."""
         k = self.num_clusters[attributes].clamp(min=1)                                   # B
@@ -91,25 +86,32 @@ class DivideAndConquerHead(nn.Module):
         if self.eval_embedding == "none":
             masks = torch.where((groups == EVAL)[:, None], torch.ones_like(masks), masks)
         masks = torch.where((groups == UNMASKED)[:, None], torch.ones_like(masks), masks)
-        clustered = groups >= 0
-        if clustered.any() and not self.conquering:
-            k = groups.clamp(min=0)
-            per_cluster = F.relu(self.masks[attributes, k.clamp(max=self.max_clusters - 1)])
-            masks = torch.where(clustered[:, None], per_cluster, masks)
+        # rows with a cluster take its mask; in fixed shapes (no host read of which rows have one)
+        if not self.conquering:
+            clustered = groups >= 0
+            k = groups.clamp(min=0, max=self.max_clusters - 1)
+            masks = torch.where(clustered[:, None], F.relu(self.masks[attributes, k]), masks)
             if self.training and torch.is_grad_enabled() and self.decorrelation_weight:
-                self.aux_losses.append(self.decorrelation_weight * self.decorrelation_loss(attributes[clustered]))
+                self.aux_losses.append(self.decorrelation_weight * self.decorrelation_loss(attributes, clustered))
         return F.normalize((e * masks).float(), dim=1)
 
-    def decorrelation_loss(self, attributes: torch.Tensor) -> torch.Tensor:
-        """Mean over the batch's attributes of the mean pairwise cosine of their masks in use."""
-        terms = []
-        for a in torch.unique(attributes).tolist():
-            m = F.normalize(self.active_masks(a), dim=1)
-            k = m.shape[0]
-            if k >= 2:
-                cos = m @ m.t()
-                terms.append((cos.sum() - cos.diagonal().sum()) / (k * (k - 1)))
-        return torch.stack(terms).mean() if terms else self.masks.sum() * 0
+    def decorrelation_loss(self, attributes: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean, over the attributes of the batch's rows (those in ``rows`` when given) that
+        have at least 2 masks in use, of the mean pairwise cosine of those masks (0 when there
+        is none). Every attribute's at once, masked to the masks in use: nothing the host must
+        read (each read is a GPU wait)."""
+        A, K = self.masks.shape[:2]
+        m = F.normalize(F.relu(self.masks), dim=2)                                    # A, K, D
+        cos = m @ m.transpose(1, 2)                                                  # A, K, K
+        k = self.num_clusters.clamp(min=1)                                           # A
+        in_use = torch.arange(K, device=k.device)[None, :] < k[:, None]              # A, K
+        pairs = in_use[:, :, None] & in_use[:, None, :] & ~torch.eye(K, dtype=torch.bool, device=k.device)
+        mean_cos = (cos * pairs).sum(dim=(1, 2)) / (k * (k - 1)).clamp(min=1)
+        of_rows = attributes[:, None] == torch.arange(A, device=attributes.device)[None, :]   # B, A
+        if rows is not None:
+            of_rows = of_rows & rows[:, None]
+        counted = of_rows.any(dim=0) & (k >= 2)
+        return (mean_cos * counted).sum() / counted.sum().clamp(min=1)
 
     @torch.no_grad()
     def divide(self, attribute: int) -> None:
