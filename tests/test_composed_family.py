@@ -57,6 +57,30 @@ def test_synthetic_data_is_written_in_fashioniq_format(tmp_path):
     assert all(p.is_file() for p in split.image_path.values())
 
 
+def test_a_process_that_loses_the_generation_race_reads_the_winners_copy(tmp_path, monkeypatch):
+    """Two runs generating the same copy at once: the one that finishes second keeps the
+    copy the first one put in place (and may be reading) instead of replacing it."""
+    import cl_fir.data.synth_composed as synth
+
+    cfg = SynthComposedConfig(seed=2, image_size=16, train_per_category=2, val_per_category=2,
+                              distractors_per_category=0)
+    root = ensure_synth_composed(cfg, tmp_path)
+    (root / "fashionIQ" / "winner").write_text("")            # the winner's copy, in use
+    real_is_file, checks = synth.Path.is_file, []
+
+    def is_file(self):                                         # the loser checked before the winner finished
+        if self.name == "complete":
+            checks.append(self)
+            if len(checks) == 1:
+                return False
+        return real_is_file(self)
+
+    monkeypatch.setattr(synth.Path, "is_file", is_file)
+    assert ensure_synth_composed(cfg, tmp_path) == root
+    assert (root / "fashionIQ" / "winner").is_file()         # not replaced
+    assert [p.name for p in tmp_path.iterdir()] == [root.name]   # the loser's temporary copy is gone
+
+
 @pytest.mark.parametrize("strategy, loss", [("finetune", "infonce"), ("static", "uncertainty"),
                                             ("lwf", "infonce"), ("ewc", "uncertainty"), ("mcl_fir", "infonce")])
 def test_composed_runs_record_recall_and_resume_exactly(strategy, loss, cir_scenario, tmp_path):
