@@ -20,12 +20,13 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
 from cl_fir.losses import pooled_feature_distillation
 from cl_fir.models import RetrievalModel, build_model
-from cl_fir.models.retrieval_model import route_by_group
+from cl_fir.models.retrieval_model import route_through
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
@@ -38,6 +39,7 @@ class IsolatedNetworks(nn.Module):
         self.networks = nn.ModuleList(networks)
         self.register_buffer("network_of_attribute", torch.as_tensor(network_of_attribute, dtype=torch.long),
                              persistent=False)
+        self.network_of_attribute_host = np.asarray(network_of_attribute, dtype=np.int64)
 
     def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False,
                 groups: torch.Tensor | None = None):
@@ -45,7 +47,8 @@ class IsolatedNetworks(nn.Module):
             grouped = {} if groups is None else {"groups": groups[idx]}
             return self.networks[n](images[idx], attributes[idx], return_features=True, **grouped)
 
-        emb, fmap = route_by_group(self.network_of_attribute[attributes], run, len(self.networks))
+        emb, fmap = route_through(self.network_of_attribute, self.network_of_attribute_host, attributes, run,
+                                  len(self.networks))
         return (emb, fmap) if return_features else emb
 
     def head_for_attribute(self, attribute: int) -> nn.Module:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from cl_fir.engine.host_copies import keep_host_copy
+from cl_fir.engine.host_syncs import host_only
 from cl_fir.errors import ConfigError
 
 
@@ -45,8 +47,14 @@ class DeviceSetup:
         making the host wait: on CUDA it is staged in pinned memory and copied
         asynchronously, in stream order. (``torch.as_tensor(data, device=...)`` and
         ``t.to(device)`` synchronise the stream after the copy: the host waits for every
-        queued kernel, ``engine/host_syncs.py``.)"""
-        return host_to_device(torch.as_tensor(data, dtype=dtype), self.device)
+        queued kernel, ``engine/host_syncs.py``.) For integer data the host keeps a copy
+        (``engine/host_copies.py``), so routing by these values reads nothing back."""
+        host = torch.as_tensor(data, dtype=dtype)
+        on_device = host_to_device(host, self.device)
+        if host.device.type == "cpu" and not host.is_floating_point() and not host.is_complex():
+            with host_only():
+                keep_host_copy(on_device, host.numpy())
+        return on_device
 
     def to_device(self, images) -> torch.Tensor:
         """A batch of images on the device; an encoded batch (``transforms.decode = "device"``)

@@ -69,6 +69,23 @@ def _blocking_copy(name: str, args, kwargs: dict) -> bool:
     return any(isinstance(a, (torch.device, str)) for a in (*args[1:], kwargs.get("device")))
 
 
+_host_only_depth = 0
+
+
+@contextlib.contextmanager
+def host_only():
+    """Marks reads of tensors that are on the host in every run, CUDA included (a CPU tensor
+    about to be sent to the device, say): they never wait for a GPU, and the counter leaves
+    them out. On CPU it cannot tell them apart otherwise. Only for code that checks the
+    tensor is on the CPU."""
+    global _host_only_depth
+    _host_only_depth += 1
+    try:
+        yield
+    finally:
+        _host_only_depth -= 1
+
+
 class _Reads(TorchFunctionMode):
     def __init__(self, sites: Counter):
         super().__init__()
@@ -77,7 +94,7 @@ class _Reads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         name = getattr(func, "__name__", "")
         kwargs = kwargs or {}
-        read = name in READS and args and isinstance(args[0], torch.Tensor)
+        read = name in READS and args and isinstance(args[0], torch.Tensor) and not _host_only_depth
         if read or _blocking_copy(name, args, kwargs):
             where = _site()
             if where is not None:

@@ -291,7 +291,7 @@ class TrainingLoop:
         and ``mb_text_features`` the references' image and text features (before composition)."""
         ref, texts, tgt, task = batch
         self.mb_x, self.mb_target_x, self.mb_text = self.setup.to_device(ref), self.setup.to_device(tgt), list(texts)
-        self.mb_task = task.to(self.setup.device, non_blocking=True)
+        self.mb_task = self.setup.from_host(task)
         # each query's target is its partner; ids count over the whole batch across ranks (see gather_pairs)
         b = self.mb_x.shape[0]
         self.mb_y = (torch.arange(b, device=self.setup.device) + self.dist.rank * b).repeat(2)
@@ -325,8 +325,9 @@ class TrainingLoop:
         """One of ``options`` (ints) per sample of this process, uniformly, on the device:
         :meth:`per_sample_draw` of indices into them (e.g. the old attribute each sample is
         distilled under)."""
-        options = self.setup.from_host(list(options))
-        return options[self.setup.from_host(self.per_sample_draw(lambda n: torch.randint(len(options), (n,))))]
+        options = torch.as_tensor(list(options))
+        # picked on the host, which keeps a copy: routing by these attributes reads nothing back
+        return self.setup.from_host(options[self.per_sample_draw(lambda n: torch.randint(len(options), (n,)))])
 
     def _non_finite_loss(self, value: float, where: tuple[int, int, int]) -> None:
         increment, epoch, step = where
@@ -340,7 +341,7 @@ class TrainingLoop:
         x, y, task, *group = batch
         self.mb_x = self.setup.to_device(x)
         self.mb_y = y.to(self.setup.device, non_blocking=True)
-        self.mb_task = task.to(self.setup.device, non_blocking=True)
+        self.mb_task = self.setup.from_host(task)          # the host keeps a copy, for routing
         self.mb_group = group[0].to(self.setup.device, non_blocking=True) if group else None
         self.strategy.before_forward(self)
         clear_auxiliary(self.model)

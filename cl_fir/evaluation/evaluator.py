@@ -134,7 +134,7 @@ def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_s
     whole = ConcatDataset([_Tagged(d, a, keep=1) for d, a in sets])   # (image, attribute)
 
     def forward(images, attributes):
-        return model(images, attributes.to(images.device, non_blocking=True))
+        return model(images, setup.from_host(attributes))     # routed by the host's copy of the attributes
 
     return list(embed_batches(whole, forward, setup, batch_size, num_workers, dist).split([len(d) for d, _ in sets]))
 
@@ -161,7 +161,7 @@ def embed_composed(model, tasks: list, setup: DeviceSetup, batch_size: int, num_
                               setup, batch_size, num_workers, dist).split([len(t.gallery) for t in tasks])
 
     def compose(images, texts, task_ids):
-        return model.embed_query(images, list(texts), task_ids.to(images.device, non_blocking=True))
+        return model.embed_query(images, list(texts), setup.from_host(task_ids))
 
     tagged = ConcatDataset([_Tagged(t.queries, t.attribute, keep=2) for t in tasks])   # (image, text, task)
     queries = embed_batches(tagged, compose, setup, batch_size, num_workers, dist)

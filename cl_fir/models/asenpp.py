@@ -120,7 +120,7 @@ class AsenPlusPlusModel(RetrievalModel):
         if len(self.heads) == 1:
             everything = torch.arange(attributes.shape[0], device=attributes.device)
             return lambda compute: compute(0, everything)
-        return GroupRouting(self.head_of_attribute[attributes], len(self.heads))
+        return GroupRouting.through(self.head_of_attribute, self.head_of_attribute_host, attributes, len(self.heads))
 
     def _branches(self, feats: BranchFeatures, attributes: torch.Tensor):
         """The global and local embeddings. Heads are routed per increment, but the local

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,7 +24,7 @@ from torch import nn
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.compositor import TIRGCompositor
 from cl_fir.engine.device import host_to_device
-from cl_fir.models.retrieval_model import route_by_group
+from cl_fir.models.retrieval_model import route_through
 from cl_fir.models.text_encoder import GRUTextEncoder, Vocabulary
 
 
@@ -40,6 +41,7 @@ class ComposedRetrievalModel(nn.Module):
         self.heads = nn.ModuleList(TIRGCompositor(embed_dim, embed_dim) for _ in range(num_heads))
         self.register_buffer("head_of_attribute", torch.as_tensor(list(head_of_task), dtype=torch.long),
                              persistent=False)
+        self.head_of_attribute_host = np.asarray(list(head_of_task), dtype=np.int64)   # routing without device reads
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.project(self.backbone(images).mean(dim=(2, 3)))
@@ -56,8 +58,8 @@ class ComposedRetrievalModel(nn.Module):
     def compose(self, image_feat: torch.Tensor, text_feat: torch.Tensor, tasks: torch.Tensor) -> torch.Tensor:
         if len(self.heads) == 1:
             return self.heads[0](image_feat, text_feat)
-        return route_by_group(self.head_of_attribute[tasks],
-                              lambda h, idx: (self.heads[h](image_feat[idx], text_feat[idx]),), len(self.heads))[0]
+        return route_through(self.head_of_attribute, self.head_of_attribute_host, tasks,
+                             lambda h, idx: (self.heads[h](image_feat[idx], text_feat[idx]),), len(self.heads))[0]
 
     def embed_query(self, references: torch.Tensor, texts: Sequence[str], tasks: torch.Tensor) -> torch.Tensor:
         composed = self.compose(self.image_features(references), self.text_features(texts, references.device), tasks)

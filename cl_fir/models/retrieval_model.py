@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from cl_fir.config import ModelConfig
+from cl_fir.engine.device import host_to_device
+from cl_fir.engine.host_copies import host_copy
 from cl_fir.errors import ConfigError
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.crt_head import CodedResidualHead
@@ -22,14 +25,29 @@ from cl_fir.models.heads import AttributeAttentionHead
 
 class GroupRouting:
     """Samples sorted by group (stable) and the group sizes: what routing a batch to its
-    groups' modules needs. The sizes are the only value read on the host, once per routing
-    however many groups and however many times it is applied (on CUDA every such read
-    makes the host wait for the GPU; ``unique`` plus one ``nonzero`` per group made 1 + k)."""
+    groups' modules needs. The sizes are needed on the host, once per routing however many
+    groups and however many times it is applied. Read back from the device they make the
+    host wait for the GPU (``unique`` plus one ``nonzero`` per group made 1 + k such reads;
+    now one); with ``host_groups``, the same groups as the host knows them (see
+    :meth:`through`), order and sizes are worked out on the host and nothing is read back."""
 
-    def __init__(self, groups: torch.Tensor, num_groups: int):
+    def __init__(self, groups: torch.Tensor, num_groups: int, host_groups: np.ndarray | None = None):
         self.batch_size = groups.shape[0]
-        self.order = torch.argsort(groups, stable=True)
-        self.sizes = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]).sum(1).tolist()
+        if host_groups is None:
+            self.order = torch.argsort(groups, stable=True)
+            self.sizes = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]).sum(1).tolist()
+        else:
+            self.order = host_to_device(torch.from_numpy(np.argsort(host_groups, kind="stable")), groups.device)
+            self.sizes = np.bincount(host_groups, minlength=num_groups).tolist()
+
+    @classmethod
+    def through(cls, table: torch.Tensor, host_table: np.ndarray, keys: torch.Tensor,
+                num_groups: int) -> "GroupRouting":
+        """Routing to the groups ``table[keys]`` (e.g. the head of each sample's attribute);
+        ``host_table`` holds ``table``'s values. When the host kept the values of ``keys``
+        (sent with ``DeviceSetup.from_host``), the groups are known without reading the device."""
+        keys_on_host = host_copy(keys)
+        return cls(table[keys], num_groups, None if keys_on_host is None else host_table[keys_on_host])
 
     def __call__(self, compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         """Run ``compute(group, indices)`` once per group present (indices ascending) and
@@ -52,6 +70,12 @@ def route_by_group(groups: torch.Tensor, compute: Callable[[int, torch.Tensor], 
     """Run ``compute(group, indices)`` once per group present (``groups`` in ``[0, num_groups)``)
     and scatter its outputs back into batch order (:class:`GroupRouting`, applied once)."""
     return GroupRouting(groups, num_groups)(compute)
+
+
+def route_through(table: torch.Tensor, host_table: np.ndarray, keys: torch.Tensor,
+                  compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]], num_groups: int):
+    """:func:`route_by_group` on the groups ``table[keys]`` (:meth:`GroupRouting.through`)."""
+    return GroupRouting.through(table, host_table, keys, num_groups)(compute)
 
 
 def auxiliary_loss(model: nn.Module) -> torch.Tensor | None:
@@ -77,6 +101,7 @@ class RetrievalModel(nn.Module):
         if routing.numel() and (routing.min() < 0 or routing.max() >= len(self.heads)):
             raise ValueError("head_of_attribute refers to a head that does not exist")
         self.register_buffer("head_of_attribute", routing, persistent=False)
+        self.head_of_attribute_host = routing.numpy().copy()     # for routing without reading the device
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
@@ -90,11 +115,13 @@ class RetrievalModel(nn.Module):
         if len(self.heads) == 1:
             return self.heads[0](fmap, attributes) if groups is None else self.heads[0](fmap, attributes, groups=groups)
         if groups is None:
-            return route_by_group(self.head_of_attribute[attributes],
-                                  lambda h, idx: (self.heads[h](fmap[idx], attributes[idx]),), len(self.heads))[0]
-        return route_by_group(self.head_of_attribute[attributes],
-                              lambda h, idx: (self.heads[h](fmap[idx], attributes[idx], groups=groups[idx]),),
-                              len(self.heads))[0]
+            def compute(h, idx):
+                return (self.heads[h](fmap[idx], attributes[idx]),)
+        else:
+            def compute(h, idx):
+                return (self.heads[h](fmap[idx], attributes[idx], groups=groups[idx]),)
+        return route_through(self.head_of_attribute, self.head_of_attribute_host, attributes, compute,
+                             len(self.heads))[0]
 
     def forward(self, images: torch.Tensor, attributes: torch.Tensor, return_features: bool = False,
                 groups: torch.Tensor | None = None):
