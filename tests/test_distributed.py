@@ -174,14 +174,19 @@ def _matrix(run_dir: Path) -> np.ndarray:
 def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     """Flips are seeded by a sample's position, whichever rank loads it, so the only
     difference between one process and two is BatchNorm's statistics: with
-    ``train.sync_batchnorm`` the matrices are equal up to float summation order."""
-    args = ["run", "--strategy", "finetune", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
-            "--set", "train.samples_per_epoch=32"]
+    ``train.sync_batchnorm`` the matrices are equal up to float summation order.
+
+    The strategy is ewc (one shared model, as finetune, plus its Fisher pass): its Fisher
+    batches are sharded like training batches and the gradients averaged, so each rank
+    forwards half of every Fisher batch (counted once in the cost) and both ranks square the
+    whole batch's gradient, the Fisher one process estimates."""
+    args = ["run", "--strategy", "ewc", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
+            "--set", "train.samples_per_epoch=32", "--opt", "fisher_batches=2"]
     _run_cl_fir(args, tmp_path / "one")
     for name, extra in (("two", []), ("two_synced", ["--set", "train.sync_batchnorm=true"])):
         two = _run_cl_fir([*args, *extra], tmp_path / name, processes=2)
-        assert two.stdout.count("| tiny | finetune |") == 1                  # rank 0 alone reports
-    runs = [tmp_path / d / "tiny" / "finetune" / "seed1" for d in ("one", "two", "two_synced")]
+        assert two.stdout.count("| tiny | ewc |") == 1                       # rank 0 alone reports
+    runs = [tmp_path / d / "tiny" / "ewc" / "seed1" for d in ("one", "two", "two_synced")]
     info = json.loads((runs[1] / "run.json").read_text())
     assert info["status"] == "complete" and info["distributed"] == {"world_size": 2, "backend": "gloo"}
     assert "sync_batchnorm_layers" not in info
@@ -196,27 +201,11 @@ def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     # swap a near-tie in a ranking after training)
     np.testing.assert_allclose(m3, m1, atol=0.25)
     assert abs(np.nanmean(m3) - np.nanmean(m1)) < 0.05
-
-
-def test_torchrun_ewc_fisher_is_the_single_process_fisher(tiny_scenario, tmp_path):
-    """EWC's Fisher batches are sharded like training batches and the gradients averaged, so
-    each rank forwards half of every Fisher batch (counted once in the cost) and both ranks
-    square the whole batch's gradient: the Fisher one process estimates (the weights it is
-    taken at differ by float summation order, with synchronised BatchNorm)."""
-    args = ["run", "--strategy", "ewc", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
-            "--set", "train.samples_per_epoch=32", "--set", "train.sync_batchnorm=true",
-            "--opt", "fisher_batches=2"]
-    _run_cl_fir(args, tmp_path / "one")
-    _run_cl_fir(args, tmp_path / "two", processes=2)
-    runs = [tmp_path / d / "tiny" / "ewc" / "seed1" for d in ("one", "two")]
-    a, b = (json.loads((r / "cost.json").read_text())["increments"] for r in runs)
-    assert [c["images_forwarded"] for c in a] == [c["images_forwarded"] for c in b]
     fishers = [torch.load(r / "checkpoints" / "increment_2.pt", weights_only=False)["loop"]["strategy"]["fisher"]
-               for r in runs]
+               for r in (runs[0], runs[2])]
     assert fishers[0].keys() == fishers[1].keys()
-    for name, f in fishers[0].items():
+    for name, f in fishers[0].items():      # measured: within 6e-6 of the largest entry
         torch.testing.assert_close(fishers[1][name], f, rtol=1e-3, atol=1e-9 + 1e-3 * f.abs().max().item())
-    np.testing.assert_allclose(_matrix(runs[1]), _matrix(runs[0]), atol=0.25)
 
 
 def test_torchrun_runs_the_composed_family_with_distillation(tmp_path, cache_dir):
