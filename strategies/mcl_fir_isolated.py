@@ -52,7 +52,7 @@ class IsolatedNetworks(nn.Module):
         return (emb, fmap) if return_features else emb
 
     def head_for_attribute(self, attribute: int) -> nn.Module:
-        return self.networks[int(self.network_of_attribute[attribute])].head_for_attribute(attribute)
+        return self.networks[int(self.network_of_attribute_host[attribute])].head_for_attribute(attribute)
 
 
 @register_strategy("mcl_fir_isolated")

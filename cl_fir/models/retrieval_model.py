@@ -26,28 +26,33 @@ from cl_fir.models.heads import AttributeAttentionHead
 class GroupRouting:
     """Samples sorted by group (stable) and the group sizes: what routing a batch to its
     groups' modules needs. The sizes are needed on the host, once per routing however many
-    groups and however many times it is applied. Read back from the device they make the
-    host wait for the GPU (``unique`` plus one ``nonzero`` per group made 1 + k such reads;
-    now one); with ``host_groups``, the same groups as the host knows them (see
-    :meth:`through`), order and sizes are worked out on the host and nothing is read back."""
+    groups and however many times it is applied. Read back from the device (:meth:`of`) they
+    make the host wait for the GPU (``unique`` plus one ``nonzero`` per group made 1 + k such
+    reads; now one); when the host knows the groups (:meth:`through`), order and sizes are
+    worked out on the host and nothing is read back."""
 
-    def __init__(self, groups: torch.Tensor, num_groups: int, host_groups: np.ndarray | None = None):
-        self.batch_size = groups.shape[0]
-        if host_groups is None:
-            self.order = torch.argsort(groups, stable=True)
-            self.sizes = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]).sum(1).tolist()
-        else:
-            self.order = host_to_device(torch.from_numpy(np.argsort(host_groups, kind="stable")), groups.device)
-            self.sizes = np.bincount(host_groups, minlength=num_groups).tolist()
+    def __init__(self, order: torch.Tensor, sizes: list[int]):
+        self.batch_size, self.order, self.sizes = order.shape[0], order, sizes
+
+    @classmethod
+    def of(cls, groups: torch.Tensor, num_groups: int) -> "GroupRouting":
+        """Routing to ``groups`` (one per sample, in ``[0, num_groups)``), read from the device."""
+        sizes = (groups[None, :] == torch.arange(num_groups, device=groups.device)[:, None]).sum(1).tolist()
+        return cls(torch.argsort(groups, stable=True), sizes)
 
     @classmethod
     def through(cls, table: torch.Tensor, host_table: np.ndarray, keys: torch.Tensor,
                 num_groups: int) -> "GroupRouting":
         """Routing to the groups ``table[keys]`` (e.g. the head of each sample's attribute);
         ``host_table`` holds ``table``'s values. When the host kept the values of ``keys``
-        (sent with ``DeviceSetup.from_host``), the groups are known without reading the device."""
+        (sent with ``DeviceSetup.from_host``), the groups are known without reading the device:
+        a stable NumPy argsort gives the device's stable order, and only the order is sent."""
         keys_on_host = host_copy(keys)
-        return cls(table[keys], num_groups, None if keys_on_host is None else host_table[keys_on_host])
+        if keys_on_host is None:
+            return cls.of(table[keys], num_groups)
+        groups = host_table[keys_on_host]
+        order = host_to_device(torch.from_numpy(np.argsort(groups, kind="stable")), keys.device)
+        return cls(order, np.bincount(groups, minlength=num_groups).tolist())
 
     def __call__(self, compute: Callable[[int, torch.Tensor], tuple[torch.Tensor, ...]]) -> tuple[torch.Tensor, ...]:
         """Run ``compute(group, indices)`` once per group present (indices ascending) and
@@ -69,7 +74,7 @@ def route_by_group(groups: torch.Tensor, compute: Callable[[int, torch.Tensor], 
                    num_groups: int):
     """Run ``compute(group, indices)`` once per group present (``groups`` in ``[0, num_groups)``)
     and scatter its outputs back into batch order (:class:`GroupRouting`, applied once)."""
-    return GroupRouting(groups, num_groups)(compute)
+    return GroupRouting.of(groups, num_groups)(compute)
 
 
 def route_through(table: torch.Tensor, host_table: np.ndarray, keys: torch.Tensor,
@@ -107,7 +112,7 @@ class RetrievalModel(nn.Module):
         return self.backbone(images)
 
     def head_for_attribute(self, attribute: int) -> nn.Module:
-        return self.heads[int(self.head_of_attribute[attribute])]
+        return self.heads[int(self.head_of_attribute_host[attribute])]
 
     def embed(self, fmap: torch.Tensor, attributes: torch.Tensor, groups: torch.Tensor | None = None) -> torch.Tensor:
         """Route each sample to the head of its attribute. ``groups`` (one per sample) go to
