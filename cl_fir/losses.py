@@ -8,6 +8,13 @@ import torch
 import torch.nn.functional as F
 
 
+def mean_over(values: torch.Tensor, selected: torch.Tensor) -> torch.Tensor:
+    """Mean of ``values`` where ``selected`` (booleans of the same shape) is true, 0 where none
+    is, in fixed shapes: ``values[selected].mean()`` has a size the host must read (a GPU wait).
+    Values left out must be finite (they are multiplied by 0)."""
+    return (values * selected).sum() / selected.sum().clamp(min=1)
+
+
 def doublet_infonce(anchors: torch.Tensor, positives: torch.Tensor, labels: torch.Tensor | None = None,
                     temperature: float = 0.3, rows: torch.Tensor | None = None) -> torch.Tensor:
     """Symmetric InfoNCE (NT-Xent) on doublets with in-batch negatives.
@@ -43,7 +50,7 @@ def doublet_infonce(anchors: torch.Tensor, positives: torch.Tensor, labels: torc
     keep = torch.cat([rows, rows])
     excluded |= keep[:, None] & ~keep[None, :]        # a left-out row keeps finite logits, and weight 0
     terms = F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner, reduction="none")
-    return (terms * keep).sum() / keep.sum().clamp(min=1)
+    return mean_over(terms, keep)
 
 
 def embedding_distillation(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:

@@ -22,6 +22,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from cl_fir.losses import mean_over
+
 #: stage index -> name; losses are cumulative along this order
 STAGES = ("warmup", "supervised", "semi1_ss_labelled", "semi2_ss_unlabelled", "semi3_instance_pseudo",
           "semi4_cluster_pseudo")
@@ -126,7 +128,7 @@ def cluster_loss(z: torch.Tensor, classes: torch.Tensor, attributes: torch.Tenso
         return F.cross_entropy(logits, classes)
     # a left-out row may have no class (-1): zero logits and class 0 keep its term finite; weight 0
     terms = F.cross_entropy(logits.masked_fill(~rows[:, None], 0.0), torch.where(rows, classes, 0), reduction="none")
-    return (terms * rows).sum() / rows.sum().clamp(min=1)
+    return mean_over(terms, rows)
 
 
 def simsiam_loss(p1: torch.Tensor, p2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:

@@ -214,8 +214,10 @@ class MODC(Strategy):
             return loop.mb_output.new_zeros(()).float()
         b = loop.mb_x.shape[0] // 2                        # this rank's anchors (B in one process)
         x = loop.mb_x[:b]
-        every = loop.setup.from_host(old)[loop.setup.from_host(torch.randint(len(old), (B,)))]
-        attrs = every[loop.setup.from_host(loop.dist.local_rows(2 * b, paired=True)[:b])]
+        # drawn and cut on the host (one copy each, kept by the host: routing reads nothing back)
+        drawn = torch.as_tensor(old)[torch.randint(len(old), (B,))]
+        every = loop.setup.from_host(drawn)
+        attrs = loop.setup.from_host(drawn[loop.dist.local_rows(2 * b, paired=True)[:b]])
         with loop.setup.autocast():
             with torch.no_grad():
                 teacher = self.old_model(x, attrs).float()

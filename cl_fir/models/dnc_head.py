@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cl_fir.losses import mean_over
+
 UNMASKED = -1
 EVAL = -2
 
@@ -111,7 +113,7 @@ class DivideAndConquerHead(nn.Module):
         if rows is not None:
             of_rows = of_rows & rows[:, None]
         counted = of_rows.any(dim=0) & (k >= 2)
-        return (mean_cos * counted).sum() / counted.sum().clamp(min=1)
+        return mean_over(mean_cos, counted)
 
     @torch.no_grad()
     def divide(self, attribute: int) -> None:
