@@ -1,7 +1,7 @@
 """Composed image retrieval scenarios (``family = "composed"``): reference image +
 modification text -> target image, made class-incremental by category.
 
-A task is a category (FashionIQ: dress, shirt, toptee; synth-cir: a silhouette). Each
+A task is a category (FashionIQ: dress, shirt, toptee; synth-cir: a garment type). Each
 increment trains on its categories' training triplets; after each increment every seen
 category is evaluated on its own queries against its gallery, with Recall@1/10/50
 (primary: Recall@10) in the same matrix machinery as the attribute family. The query is
@@ -128,7 +128,7 @@ class ComposedScenario(IncrementViews):
         check_level = params.pop("image_check", "header")
         if reader == "synth-cir":
             from cl_fir.data.synth_composed import SynthComposedConfig, ensure_synth_composed
-            from cl_fir.data.synthfashion import default_cache_dir
+            from cl_fir.data.synth_cache import default_cache_dir
 
             cache = Path(cfg.cache_dir or os.environ.get("CL_FIR_CACHE") or default_cache_dir())
             gallery = params.pop("gallery", "split")

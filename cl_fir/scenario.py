@@ -7,7 +7,8 @@ takes a path). Its sections:
     identification; ``family`` is ``"attribute"`` (attribute-specific retrieval).
 ``[dataset]``
     ``reader`` = ``"synthfashion"`` (generated on first use; the other keys are the
-    generator's :class:`~cl_fir.data.synthfashion.SynthFashionConfig`), ``"asen-meta"``
+    generator's :class:`~cl_fir.data.synthfashion.SynthFashionConfig`; ``"synthfashion-flat"``
+    is the earlier generator, kept to reproduce numbers measured on it), ``"asen-meta"``
     (FashionAI, DARN, DeepFashion; read from ``--data-root``/``CL_FIR_DATA``; ``key``
     names the dataset in meta.json, or ``keys = [...]`` chains several datasets into one
     cross-dataset sequence) or ``"zappos"`` (UT-Zappos50k, CSN split; evaluated by
@@ -47,9 +48,8 @@ from cl_fir.data.asen_meta import AsenMetaDataset, AttributeMeta, SampleTable
 from cl_fir.data.combined import CombinedSource
 from cl_fir.data.image_check import LEVELS, check_images
 from cl_fir.data.image_dataset import SampleImageDataset
-from cl_fir.data.synthfashion import DATASET_KEY as SYNTH_KEY
 from cl_fir.data.problems import ProblemLog
-from cl_fir.data.synthfashion import SynthFashionConfig, default_cache_dir, ensure_synthfashion
+from cl_fir.data.synth_cache import default_cache_dir
 from cl_fir.data.transforms import build_reader, build_transforms
 from cl_fir.data.zappos import DEFAULT_KEY as ZAPPOS_KEY
 from cl_fir.data.label_fraction import hide_values, labelled_mask
@@ -98,7 +98,8 @@ def _scenario_path(name_or_path: str, relative_to: Path | None = None) -> Path:
 
 def _read_scenario_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """The file's tables; with ``extends = "<scenario or path>"``, merged over that scenario's
-    (tables merged key by key, this file winning)."""
+    (tables merged key by key, this file winning; a ``groups`` or ``attributes`` split in
+    ``[increments]`` replaces the base's split)."""
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except tomllib.TOMLDecodeError as exc:
@@ -113,6 +114,9 @@ def _read_scenario_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: extends {base_name!r} makes a cycle")
     merged = _read_scenario_toml(base_path, (*seen, path.resolve()))
     merged.pop("description", None)
+    if isinstance(raw.get("increments"), dict) and {"groups", "attributes"} & set(raw["increments"]) \
+            and isinstance(merged.get("increments"), dict):   # a new split replaces the base's, not merges with it
+        merged["increments"] = {k: v for k, v in merged["increments"].items() if k not in ("groups", "attributes")}
     for key, value in raw.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
             merged[key] = _merge_tables(merged[key], value)
@@ -421,7 +425,21 @@ class Scenario(IncrementViews):
         }
 
 
-READERS = ("synthfashion", "asen-meta", "zappos")
+READERS = ("synthfashion", "synthfashion-flat", "asen-meta", "zappos")
+
+
+def _generated_source(reader: str, params: dict, where: str, cfg: RunConfig, progress_factory) -> AsenMetaDataset:
+    """A generated synthetic copy (made on first use, then cached), read as ASEN meta data."""
+    if reader == "synthfashion":
+        from cl_fir.data import synthfashion as generator
+        ensure = generator.ensure_synthfashion
+    else:
+        from cl_fir.data import synthfashion_flat as generator
+        ensure = generator.ensure_synthfashion_flat
+    synth = generator.SynthFashionConfig()
+    apply_section(synth, params, where)
+    root = ensure(synth, _cache_dir(cfg), progress_factory=progress_factory)
+    return AsenMetaDataset(root, generator.DATASET_KEY)
 
 
 def _open_source(spec: ScenarioSpec, cfg: RunConfig, progress_factory):
@@ -432,11 +450,8 @@ def _open_source(spec: ScenarioSpec, cfg: RunConfig, progress_factory):
     level = params.pop("image_check", "header")
     if level not in LEVELS:
         raise ConfigError(f"{where}: image_check must be one of {', '.join(LEVELS)}, got {level!r}")
-    if reader == "synthfashion":
-        synth = SynthFashionConfig()
-        apply_section(synth, params, where)
-        root = ensure_synthfashion(synth, _cache_dir(cfg), progress_factory=progress_factory)
-        return AsenMetaDataset(root, SYNTH_KEY), level
+    if reader in ("synthfashion", "synthfashion-flat"):
+        return _generated_source(reader, params, where, cfg, progress_factory), level
     if reader not in READERS:
         raise ConfigError(f"{where}: reader must be one of {', '.join(READERS)}, got {reader!r}")
     data_root = cfg.data_root or os.environ.get("CL_FIR_DATA")

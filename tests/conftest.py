@@ -64,7 +64,7 @@ def write_scenario(folder: Path, increments: str, name: str = "tiny.toml", **rep
 @pytest.fixture(scope="session")
 def tiny_scenario(tmp_path_factory, cache_dir) -> Path:
     """Two increments of two attributes each."""
-    return write_scenario(tmp_path_factory.mktemp("scenarios"), '[["colour", "hem_length"], ["pattern", "closure"]]')
+    return write_scenario(tmp_path_factory.mktemp("scenarios"), '[["skirt_length", "sleeve_length"], ["coat_length", "pant_length"]]')
 
 
 @pytest.fixture

@@ -58,7 +58,7 @@ def test_lazy_dataset_loads_images_on_access(root):
     ("0 0 1\nabc 0 1\n", 2, "as integers"),
     ("0 0 1\n1 0\n", 2, "expected 'img_id attr value"),
     ("0 0 1\n1 0 1 2\n", 2, "expected 'img_id attr value"),
-    ("0 0 1\n1 0 99\n", 2, "value 99 out of range for attribute colour"),
+    ("0 0 1\n1 0 99\n", 2, "value 99 out of range for attribute skirt_length"),
     ("0 0 1\n1 42 0\n", 2, "attribute 42 out of range"),
     ("0 0 1\n99999 0 0\n", 2, "image id 99999 out of range"),
     ("0 0 1\n-1 0 0\n", 2, "image id -1 out of range"),

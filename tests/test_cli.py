@@ -57,7 +57,7 @@ def test_console_entry_point_exit_code_and_no_traceback():
 def test_error_text_with_brackets_is_printed_verbatim(tmp_path):
     from conftest import write_scenario
 
-    path = write_scenario(tmp_path, '[["colour"]]', **{"epochs = 1": "epoch = 1"})
+    path = write_scenario(tmp_path, '[["skirt_length"]]', **{"epochs = 1": "epoch = 1"})
     res = runner.invoke(app, ["run", "--scenario", str(path), "--output-dir", str(tmp_path)])
     assert res.exit_code == 2
     assert f"{path} [train]: unknown key 'epoch'" in res.output

@@ -223,7 +223,7 @@ def test_a_sampler_without_doublets_in_the_cluster_falls_back_and_says_so():
 
 @pytest.fixture(scope="module")
 def dnc_scenario(tmp_path_factory, cache_dir):
-    return write_scenario(tmp_path_factory.mktemp("dnc"), '[["colour", "hem_length"], ["pattern", "closure"]]',
+    return write_scenario(tmp_path_factory.mktemp("dnc"), '[["skirt_length", "sleeve_length"], ["coat_length", "pant_length"]]',
                           **{"train_per_attribute = 16": "train_per_attribute = 48", "epochs = 1": "epochs = 3"})
 
 

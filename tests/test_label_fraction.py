@@ -42,7 +42,7 @@ def test_unlabelled_rows_keep_attribute_and_lose_value():
 
 
 def _lf_scenario(folder, fraction="0.25", extra=""):
-    base = write_scenario(folder, '[["colour", "hem_length"], ["pattern", "closure"]]', name="base.toml",
+    base = write_scenario(folder, '[["skirt_length", "sleeve_length"], ["coat_length", "pant_length"]]', name="base.toml",
                           **{"train_per_attribute = 16": "train_per_attribute = 64"})
     child = folder / "lf.toml"
     child.write_text(f'extends = "base.toml"\nname = "tiny-lf"\n\n[increments]\nlabel_fraction = {fraction}\n'

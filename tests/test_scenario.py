@@ -56,8 +56,8 @@ def test_contiguous_groups(tmp_path, cache_dir):
 
 
 @pytest.mark.parametrize("increments, message", [
-    ('[["colour"], ["colour"]]', "more than one increment"),
-    ('[["colour", "nope"]]', "unknown attribute 'nope'"),
+    ('[["skirt_length"], ["skirt_length"]]', "more than one increment"),
+    ('[["skirt_length", "nope"]]', "unknown attribute 'nope'"),
     ('[]', "non-empty list"),
 ])
 def test_bad_increments(tmp_path, cache_dir, increments, message):
@@ -79,7 +79,7 @@ def test_bad_scenario_files(tmp_path, cache_dir):
     groups = write_scenario(tmp_path, "[]", name="g.toml", **{"attributes = []": "groups = 3"})
     with pytest.raises(ConfigError, match="groups must divide"):
         build(groups)
-    typo = write_scenario(tmp_path, '[["colour"]]', name="t.toml", **{"epochs = 1": "epoch = 1"})
+    typo = write_scenario(tmp_path, '[["skirt_length"]]', name="t.toml", **{"epochs = 1": "epoch = 1"})
     with pytest.raises(ConfigError, match=r"\[train\]: unknown key 'epoch'"):
         resolve_config("finetune", str(typo))
 

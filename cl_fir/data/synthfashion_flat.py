@@ -1,6 +1,9 @@
-"""``synthfashion``: procedurally rendered garments for offline attribute-specific retrieval.
+"""``synthfashion-flat``: the first synthetic generator (generator version 4), kept so that
+numbers measured on it can be reproduced (``[dataset] reader = "synthfashion-flat"``).
 
-Each image shows one garment with eight attributes, every one of them visible:
+Unlike :mod:`cl_fir.data.synthfashion`, which copies FashionAI's structure, every image
+here shows one garment type with all eight attributes visible, so every increment shares
+one input distribution and every new image also displays the old attributes:
 
 ============== ======================================================================
 silhouette     straight, a_line, fitted, boxy, tapered
@@ -30,22 +33,25 @@ by ``(seed, s, i)``, independent of worker count.
 
 from __future__ import annotations
 
-import colorsys
 import hashlib
 import json
 import math
-import os
-import shutil
-import tempfile
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cl_fir.data.synth_cache import default_cache_dir, ensure_generated
+from cl_fir.data.synth_writer import SPLIT_IDS, write_asen_copy
+from cl_fir.data.synth_drawing import HUES as _HUES
+from cl_fir.data.synth_drawing import background as _background
+from cl_fir.data.synth_drawing import mix as _mix
+from cl_fir.data.synth_drawing import pattern as _pattern
+from cl_fir.data.synth_drawing import rgb as _rgb
 
-DATASET_KEY = "SynthFashion"
+
+DATASET_KEY = "SynthFashionFlat"
 #: Bump when rendering changes, so cached copies are regenerated.
 GENERATOR_VERSION = 4
 
@@ -66,10 +72,7 @@ ATTRIBUTES: dict[str, list[str]] = {
 }
 ATTRIBUTE_NAMES = list(ATTRIBUTES)
 
-_SPLITS = {"train": 0, "valid": 1, "test": 2}
 _SUPERSAMPLE = 3
-_HUES = {"red": 0.0, "orange": 0.075, "yellow": 0.15, "green": 0.33, "teal": 0.48,
-         "blue": 0.61, "purple": 0.76, "pink": 0.90}
 _HEM = [0.55, 0.85, 1.15, 1.5, 1.85, 2.2]           # body length / shoulder width
 _SLEEVE = [0.0, 0.18, 0.4, 0.64, 0.88, 1.12]        # sleeve length / shoulder width
 
@@ -108,79 +111,13 @@ class SynthFashionConfig:
 # --------------------------------------------------------------------------- rendering
 
 
-def _rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
-    r, g, b = colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0.0), 1.0), min(max(v, 0.0), 1.0))
-    return int(r * 255), int(g * 255), int(b * 255)
-
-
-def _mix(c1: tuple[int, int, int], c2: tuple[int, int, int], t: float) -> tuple[int, int, int]:
-    return tuple(int(round(a * (1 - t) + b * t)) for a, b in zip(c1, c2))  # type: ignore[return-value]
-
-
-def _background(rng: np.random.Generator, size: int, nuisance: float) -> Image.Image:
-    """Low-saturation tinted gradient with a few faint clutter shapes."""
-    h = rng.random()
-    c1 = np.array(_rgb(h, rng.uniform(0.0, 0.14), rng.uniform(0.55, 0.97)), dtype=np.float32)
-    c2 = np.array(_rgb(h + rng.uniform(-0.1, 0.1), rng.uniform(0.0, 0.14), rng.uniform(0.55, 0.97)),
-                  dtype=np.float32)
-    angle = rng.uniform(0, 2 * math.pi)
-    # The gradient is smooth, so compute it on a coarse grid and upscale.
-    yy, xx = np.mgrid[0:16, 0:16].astype(np.float32) / 15
-    t = np.clip(0.5 + (xx - 0.5) * math.cos(angle) + (yy - 0.5) * math.sin(angle), 0, 1)[..., None]
-    img = Image.fromarray((c1 * (1 - t) + c2 * t).astype(np.uint8), "RGB").resize((size, size), Image.BILINEAR)
-    draw = ImageDraw.Draw(img, "RGBA")
-    for _ in range(int(round(rng.integers(0, 4) * nuisance))):
-        col = _rgb(rng.random(), rng.uniform(0.0, 0.2), rng.uniform(0.4, 1.0)) + (int(rng.integers(30, 90)),)
-        x0, y0 = rng.uniform(-0.2, 1.0, size=2) * size
-        w, hh = rng.uniform(0.1, 0.5, size=2) * size
-        if rng.random() < 0.5:
-            draw.ellipse([x0, y0, x0 + w, y0 + hh], fill=col)
-        else:
-            draw.line([x0, y0, x0 + w, y0 + hh], fill=col, width=int(rng.integers(1, 4)) * _SUPERSAMPLE)
-    return img
-
-
-def _pattern(draw: ImageDraw.ImageDraw, kind: str, colour, size: int, unit: float, rng) -> None:
-    """Draw a repeating pattern over the whole fabric canvas (clipped later by the mask)."""
-    period = unit * 0.2 * rng.uniform(0.85, 1.15)
-    phase = rng.uniform(0, period)
-    thick = max(1.0, period * 0.45)
-    steps = int(size / period) + 3
-    if kind == "h_stripes":
-        for k in range(-1, steps):
-            y = phase + k * period
-            draw.rectangle([0, y, size, y + thick], fill=colour)
-    elif kind == "v_stripes":
-        for k in range(-1, steps):
-            x = phase + k * period
-            draw.rectangle([x, 0, x + thick, size], fill=colour)
-    elif kind == "checks":
-        line = max(1.0, period * 0.22)
-        for k in range(-1, steps):
-            p = phase + k * period
-            draw.rectangle([0, p, size, p + line], fill=colour)
-            draw.rectangle([p, 0, p + line, size], fill=colour)
-    elif kind == "dots":
-        r = period * 0.26
-        for i in range(-1, steps):
-            for j in range(-1, steps):
-                cx = phase + j * period + (period / 2 if i % 2 else 0)
-                cy = phase + i * period
-                draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=colour)
-    elif kind == "diagonal":
-        for k in range(-steps, 2 * steps):
-            x = phase + k * period
-            draw.line([x, 0, x + size, size], fill=colour, width=int(max(1, thick * 0.8)))
-    # "solid": nothing to draw
-
-
 def render_garment(values: dict[str, int], rng: np.random.Generator, image_size: int,
                    nuisance: float = 1.0) -> Image.Image:
     """Render one garment with the given attribute value indices."""
     name = {a: ATTRIBUTES[a][values[a]] for a in ATTRIBUTE_NAMES}
     S = image_size * _SUPERSAMPLE
     k = nuisance
-    bg = _background(rng, S, k)
+    bg = _background(rng, S, k, stroke=_SUPERSAMPLE)
 
     # Geometry in units of the shoulder width W; y grows downwards from the shoulder line.
     H = _HEM[values["hem_length"]]
@@ -303,27 +240,7 @@ def render_garment(values: dict[str, int], rng: np.random.Generator, image_size:
 
 
 def _image_rng(seed: int, split: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, _SPLITS[split], index])
-
-
-def _plan_split(cfg: SynthFashionConfig, split: str):
-    """Annotated (attribute, value) per image, and which eval images are queries.
-
-    Values of the annotated attribute are stratified so that every value occurs (with
-    at least one candidate in each eval split); image order is shuffled as in FashionAI.
-    """
-    rng = np.random.default_rng([cfg.seed, _SPLITS[split], 10**6])
-    rows = []  # (attr, value, is_query)
-    for a, name in enumerate(ATTRIBUTE_NAMES):
-        n_values = len(ATTRIBUTES[name])
-        roles = [False] * cfg.train_per_attribute if split == "train" else (
-            [True] * cfg.queries_per_attribute + [False] * cfg.candidates_per_attribute)
-        for is_query in (False, True):
-            count = sum(1 for r in roles if r == is_query)
-            vals = rng.permutation(np.arange(count) % n_values)
-            rows.extend((a, int(v), is_query) for v in vals)
-    order = rng.permutation(len(rows))
-    return [rows[i] for i in order]
+    return np.random.default_rng([seed, SPLIT_IDS[split], index])
 
 
 def _render_one(job: tuple) -> None:
@@ -336,90 +253,23 @@ def _render_one(job: tuple) -> None:
 
 
 def generate(cfg: SynthFashionConfig, root: Path, workers: int | None = None, progress=None) -> None:
-    """Write a complete dataset copy under ``root`` (which must not exist yet)."""
-    ds_dir = root / DATASET_KEY
-    jobs = []
-    files: dict[str, list[str]] = {}
-    for split in _SPLITS:
-        (ds_dir / "images" / split).mkdir(parents=True, exist_ok=True)
-        plan = _plan_split(cfg, split)
-        names, labels, queries, candidates = [], [], [], []
-        for i, (a, v, is_query) in enumerate(plan):
-            rel = f"images/{split}/{i:06d}.png"
-            names.append(rel)
-            jobs.append((cfg.seed, split, i, a, v, cfg.image_size, cfg.nuisance, str(ds_dir / rel)))
-            line = f"{i} {a} {v}"
-            if split == "train":
-                labels.append(line)
-            else:
-                (queries if is_query else candidates).append(line)
-        files[f"filenames_{split}.txt"] = names
-        if split == "train":
-            files["label_train.txt"] = labels
-        else:
-            files[f"query_{split}.txt"] = queries
-            files[f"candidate_{split}.txt"] = candidates
-    for fname, lines in files.items():
-        (ds_dir / fname).write_text("\n".join(lines) + "\n")
-    meta = {DATASET_KEY: {
-        "ATTRIBUTES": ATTRIBUTE_NAMES,
-        "ATTRIBUTES_NUM": {a: len(v) for a, v in ATTRIBUTES.items()},
-        "ATTRIBUTES_VALUES": ATTRIBUTES,
-    }}
-    (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-    (ds_dir / "generator.json").write_text(json.dumps(
-        {"generator": "synthfashion", "version": GENERATOR_VERSION, **asdict(cfg)}, indent=2) + "\n")
+    """Write a complete dataset copy under ``root``; ``meta.json`` is written last."""
+    write_asen_copy(cfg, root, DATASET_KEY, ATTRIBUTES, "synthfashion-flat", GENERATOR_VERSION, _render_one, workers, progress)
 
-    workers = workers or max(1, min(4, os.cpu_count() or 1))
-    if workers == 1 or len(jobs) < 256:   # a process pool costs more than it saves on tiny copies
-        for job in jobs:
-            _render_one(job)
-            if progress:
-                progress()
-    else:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for _ in pool.map(_render_one, jobs, chunksize=64):
-                if progress:
-                    progress()
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("CL_FIR_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "cl-fir"
-
-
-def ensure_synthfashion(cfg: SynthFashionConfig, cache_dir: Path | None = None, workers: int | None = None,
-                        progress_factory=None) -> Path:
-    """Return the data root of a complete copy, generating it on first use.
-
-    The copy is built in a temporary folder and renamed into place, so an interrupted
-    generation never leaves a partial dataset behind, and two processes racing to
-    generate the same copy both end up using one complete folder.
-    """
+def ensure_synthfashion_flat(cfg: SynthFashionConfig, cache_dir: Path | None = None, workers: int | None = None,
+                             progress_factory=None) -> Path:
+    """The data root of a complete copy, generated on first use (see :mod:`cl_fir.data.synth_cache`)."""
     cfg.validate()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
-    final = cache_dir / f"synthfashion-{cfg.fingerprint()}"
-    if (final / "meta.json").exists():
-        return final
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".synthfashion-", dir=cache_dir))
-    try:
-        total = len(ATTRIBUTE_NAMES) * (cfg.train_per_attribute
-                                        + 2 * (cfg.queries_per_attribute + cfg.candidates_per_attribute))
-        if progress_factory is not None:
-            with progress_factory(total, f"generating synthfashion into {final}") as advance:
-                generate(cfg, tmp, workers, advance)
-        else:
-            generate(cfg, tmp, workers)
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not (final / "meta.json").exists():  # lost a race only if the winner finished
-                raise
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return final
+    final = cache_dir / f"synthfashion-flat-{cfg.fingerprint()}"
+    total = len(ATTRIBUTE_NAMES) * (cfg.train_per_attribute
+                                    + 2 * (cfg.queries_per_attribute + cfg.candidates_per_attribute))
 
+    def build(folder: Path) -> None:
+        if progress_factory is None:
+            generate(cfg, folder, workers)
+            return
+        with progress_factory(total, f"generating synthfashion-flat into {final}") as advance:
+            generate(cfg, folder, workers, advance)
+
+    return ensure_generated(final, build, "meta.json")
