@@ -63,11 +63,36 @@ def test_every_output_is_written(compared):
 def test_tables_hold_per_task_finals_and_seed_spread(compared):
     _, rows, _, _ = compared
     finetune = next(r for r in rows if r["strategy"] == "finetune")
-    assert finetune["seeds"] == [0, 1] and set(finetune["tasks"]) == {"colour", "hem_length", "pattern", "closure"}
+    assert finetune["seeds"] == [0, 1] and set(finetune["tasks"]) == {"skirt_length", "sleeve_length", "coat_length", "pant_length"}
     csv = task_table_csv(rows).splitlines()
-    assert csv[0] == "scenario,strategy,metric,task,final,final_std" and len(csv) == 1 + 2 * 4
+    assert csv[0] == "scenario,strategy,metric,task,final,final_ci95,chance" and len(csv) == 1 + 2 * 4
     tex = comparison_latex(rows)
     assert tex.count(r"\begin{tabular}") == 1 and r"$\pm$" in tex and "finetune &" in tex
+
+
+def test_chance_levels_and_paired_tests_reach_the_tables(compared):
+    out, rows, markdown, _ = compared
+    finetune = next(r for r in rows if r["strategy"] == "finetune")
+    static = next(r for r in rows if r["strategy"] == "static")
+    # chance comes from run.json: every task of the tiny scenario has 4-6 values, so chance is 15-40%
+    assert all(15 < c < 40 for c in finetune["chance"].values())
+    assert finetune["over_chance"] == pytest.approx(
+        np.mean([finetune["tasks"][t][0] - finetune["chance"][t] for t in finetune["tasks"]]))
+    # paired tests over the two common seeds: finetune against static, static against finetune
+    assert finetune["vs"]["static"].pairs == 2 and static["vs"]["finetune"].pairs == 2
+    assert finetune["vs"]["static"].difference == pytest.approx(-static["vs"]["finetune"].difference)
+    assert "paired t-test" in markdown and "| chance |" in markdown and "tasks at chance" in markdown
+    assert finetune["objective"] == "InfoNCE (tau 0.3), label-aware" and not finetune["objective_differs"]
+    assert "InfoNCE (tau 0.3), label-aware" in (out / "comparison.csv").read_text()
+
+
+def test_an_experiment_with_another_objective_is_flagged(compared, tiny_scenario, tmp_path):
+    _, rows, _, _ = compared
+    other = execute_run(resolve_config("finetune", str(tiny_scenario), strategy_options={"label_aware": "false"},
+                                       output_dir=str(tmp_path)))
+    runs = [load_run(p) for r in rows for p in r["runs"]] + [load_run(other)]
+    flagged = [r for r in compare(runs) if r["objective_differs"]]
+    assert [r["objective"] for r in flagged] == ["InfoNCE (tau 0.3), same-value negatives"]
 
 
 def test_html_report_is_self_contained(compared):

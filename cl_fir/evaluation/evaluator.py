@@ -20,6 +20,7 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 from cl_fir.config import EvalConfig
 from cl_fir.data.device_decoding import collate_images
 from cl_fir.engine.device import DeviceSetup
+from cl_fir.evaluation import chance
 from cl_fir.evaluation.embedding_stats import embedding_space_density, kmeans_nmi, spectral_decay
 from cl_fir.evaluation.retrieval import composed_recall_at_k, retrieval_scores
 
@@ -49,6 +50,21 @@ def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
         names += [f"{prioritized_prefix(cfg)}{m}" for m in ("map_all", f"map@{cfg.map_k}", f"modc_map@{cfg.map_k}",
                                                            f"modc_recall@{cfg.map_k}")] + ["pl_acc"]
     return names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
+
+
+def chance_levels(task: "EvalTask", cfg: EvalConfig) -> dict[str, float]:
+    """The chance level (percent, uniformly random ranking; :mod:`cl_fir.evaluation.chance`) of
+    each rank-based metric the task reports: MAP@all, MAP@k and Recall@K for ranking tasks,
+    triplet accuracy, or composed Recall@K."""
+    if hasattr(task, "gallery"):
+        return {f"recall@{k}": 100.0 * chance.composed_recall_chance(task.targets, task.excluded, len(task.gallery), k)
+                for k in COMPOSED_KS}
+    if isinstance(task, TripletTask):
+        return {"triplet_acc": 100.0 * chance.TRIPLET_CHANCE}
+    q, c = task.queries.class_ids, task.candidates.class_ids
+    out = {"map_all": 100.0 * chance.ranking_chance(q, c), f"map@{cfg.map_k}": 100.0 * chance.ranking_chance(q, c, cfg.map_k)}
+    out.update({f"recall@{k}": 100.0 * chance.ranking_recall_chance(q, c, k) for k in cfg.recall_ks})
+    return out
 
 
 def prioritized_prefix(cfg: EvalConfig) -> str:

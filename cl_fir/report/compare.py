@@ -1,8 +1,15 @@
-"""Compare runs: one row per (scenario, strategy), seeds aggregated as mean ± std.
+"""Compare runs: one row per experiment (scenario, strategy and settings), seeds aggregated.
 
-Every number is derived from the runs' matrices (``matrix_metrics``) and cost files.
-The cost ratio of a run is its training cost divided by that of the ``static`` run of
-the same scenario and seed, in image passes (and FLOPs and training seconds).
+Every number is derived from the runs' matrices (``matrix_metrics``) and cost files. Means
+come with the half-width of their 95% Student-t interval over seeds, and each experiment's
+final MAP is compared with finetune's, the best continual strategy's and static's by a
+paired t-test over the seeds both have (:mod:`cl_fir.report.statistics`). Every task's
+chance level (``run.json``) is carried along: ``final - chance`` and the number of tasks
+whose final value is within :data:`AT_CHANCE` points of chance. The objective each
+experiment trains with is named, and experiments that train with another objective than
+the rest of their scenario are flagged. The cost ratio of a run is its training cost
+divided by that of the ``static`` run of the same scenario and seed, in image passes (and
+FLOPs and training seconds).
 """
 
 from __future__ import annotations
@@ -17,11 +24,21 @@ from cl_fir.evaluation import matrix_metrics
 from cl_fir.evaluation.evaluator import METRIC_LABELS
 from cl_fir.report.cost_ratio import REFERENCE_STRATEGY, cost_ratios
 from cl_fir.report.run_dir import LoadedRun
+from cl_fir.report.statistics import LEVEL, mean_ci, paired_t_test
 from cl_fir.report.summary import human_count, markdown_table
+
+#: A final value within this many points of its task's chance level is "at chance": not a result.
+AT_CHANCE = 2.0
+#: The metric the paired tests compare (final unweighted MAP over all tasks).
+TESTED = "final"
+#: Strategies whose rows are the lower reference and the (cumulative) upper reference.
+FINETUNE = "finetune"
 
 COLUMNS = [
     ("avg_incremental", "avg inc."),
     ("final", "final"),
+    ("over_chance", "final - chance"),
+    ("at_chance", "tasks at chance"),
     ("final_weighted", "final (q-w)"),
     ("forgetting", "forgetting"),
     ("bwt", "BWT"),
@@ -36,6 +53,11 @@ COLUMNS = [
 
 def run_metrics(run: LoadedRun, reference: LoadedRun | None) -> dict[str, float]:
     out = matrix_metrics.summarise(run.matrix, run.task_increment, weights=run.num_queries)
+    last = run.matrix[-1]
+    margin = last - run.chance
+    out["over_chance"] = float(np.nanmean(margin)) if np.isfinite(margin).any() else math.nan
+    out["at_chance"] = float(np.sum(margin[np.isfinite(margin)] <= AT_CHANCE)) if np.isfinite(margin).any() \
+        else math.nan
     total = run.cost["total"]
     out["image_passes"] = float(total["image_passes"])
     out["train_seconds"] = float(total["train_seconds"])
@@ -54,6 +76,24 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     if arr.size == 0:
         return math.nan, math.nan
     return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def objective(run: LoadedRun) -> str:
+    """The training objective of a run, in words: the metric loss, its parameters and whether
+    items sharing the anchor's value count as negatives (``label_aware``)."""
+    loss = run.config.get("loss", {})
+    options = run.config.get("strategy_options", {})
+    if run.info.get("protocol") == "composed":
+        return "composed: " + ("uncertainty-regularised" if loss.get("composed") == "uncertainty" else
+                               "batch classification") + f" (scale {loss.get('norm_scale')})"
+    if loss.get("metric", "infonce") == "multi_similarity":
+        text = (f"multi-similarity (alpha {loss.get('ms_alpha')}, beta {loss.get('ms_beta')}, "
+                f"lambda {loss.get('ms_base')})")
+    else:
+        text = f"InfoNCE (tau {loss.get('temperature')})"
+    if "label_aware" in options:
+        text += ", label-aware" if options["label_aware"] else ", same-value negatives"
+    return text
 
 
 #: Settings that identify a run (or where it lives) rather than define the experiment.
@@ -119,15 +159,57 @@ def compare(runs: list[LoadedRun]) -> list[dict]:
                                or refs.get((r.scenario, r.seed, None))) for r in members]
         row = {"scenario": scenario, "strategy": strategy, "label": label,
                "metric": METRIC_LABELS.get(members[0].info.get("primary_metric", "map_all"), "?"),
+               "objective": objective(members[0]),
                "seeds": sorted(r.seed for r in members), "runs": [str(r.path) for r in members]}
         for key in per_run[0]:
-            row[key], row[key + "_std"] = _mean_std([m[key] for m in per_run])
-        row["tasks"] = {name: _mean_std([float(r.matrix[-1, j]) for r in members])
+            values = [m[key] for m in per_run]
+            row[key], row[key + "_std"] = _mean_std(values)
+            row[key + "_ci"] = mean_ci(values)[1]
+            row.setdefault("per_seed", {})[key] = {r.seed: m[key] for r, m in zip(members, per_run)}
+        row["tasks"] = {name: mean_ci([float(r.matrix[-1, j]) for r in members])
                         for j, name in enumerate(members[0].task_names)}
+        row["chance"] = {name: float(np.nanmean([r.chance[j] for r in members]))
+                         if np.isfinite([r.chance[j] for r in members]).any() else math.nan
+                         for j, name in enumerate(members[0].task_names)}
         row["prioritized"] = _prioritized_summary(members)
         rows.append(row)
     rows.sort(key=lambda r: (r["scenario"], r["strategy"] == REFERENCE_STRATEGY, r["label"]))
+    for mine in by_scenario(rows).values():
+        _mark_objectives(mine)
+        _paired_tests(mine)
     return rows
+
+
+def _mark_objectives(rows: list[dict]) -> None:
+    """``objective_differs``: the experiment trains with another objective than most of its scenario."""
+    counts: dict[str, int] = defaultdict(int)
+    for r in rows:
+        counts[r["objective"]] += 1
+    common = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
+    for r in rows:
+        r["objective_differs"] = len(counts) > 1 and r["objective"] != common
+
+
+def _paired_tests(rows: list[dict]) -> None:
+    """Paired t-tests over seeds of each experiment's final MAP against finetune, the best
+    continual experiment (highest mean) and static; ``vs`` maps "finetune" / "best" / "static"
+    to the :class:`~cl_fir.report.statistics.PairedTest` (absent where there is no such row,
+    or it is the row itself)."""
+    def first(pred):
+        return next((r for r in rows if pred(r)), None)
+
+    continual = [r for r in rows if r["strategy"] != REFERENCE_STRATEGY and not math.isnan(r[TESTED])]
+    references = {
+        "finetune": first(lambda r: r["strategy"] == FINETUNE and not r["objective_differs"]) or
+        first(lambda r: r["strategy"] == FINETUNE),
+        "best": max(continual, key=lambda r: r[TESTED], default=None),
+        "static": first(lambda r: r["strategy"] == REFERENCE_STRATEGY and not r["objective_differs"]) or
+        first(lambda r: r["strategy"] == REFERENCE_STRATEGY),
+    }
+    for r in rows:
+        r["vs"] = {name: paired_t_test(r["per_seed"][TESTED], ref["per_seed"][TESTED])
+                   for name, ref in references.items() if ref is not None and ref is not r}
+        r["is_best"] = r is references["best"]
 
 
 def _read_matrix(path) -> np.ndarray:
@@ -175,7 +257,7 @@ def prioritized_markdown(rows: list[dict]) -> str:
 
 
 def _cell(row: dict, key: str) -> str:
-    mean, std = row[key], row[key + "_std"]
+    mean = row[key]
     if math.isnan(mean):
         return "n/a"
     if key in ("image_passes", "parameters", "stored_images"):
@@ -184,23 +266,81 @@ def _cell(row: dict, key: str) -> str:
         return f"{mean:.2f}x"
     if key == "train_seconds":
         return f"{mean:.1f}"
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if len(row["seeds"]) > 1 else "")
+    if key == "at_chance":
+        return f"{mean:.1f}".removesuffix(".0") + f" of {len(row['tasks'])}"
+    ci = row.get(key + "_ci", math.nan)
+    text = f"{mean:.2f}" + (f" ± {ci:.2f}" if len(row["seeds"]) > 1 and not math.isnan(ci) else "")
+    return text + (_marks(row) if key == TESTED else "")
+
+
+def _marks(row: dict) -> str:
+    """``*``: differs significantly from the best continual experiment; ``†``: from finetune."""
+    vs = row.get("vs", {})
+    return ("*" if "best" in vs and vs["best"].significant else "") + \
+        ("†" if "finetune" in vs and vs["finetune"].significant else "")
+
+
+def strategy_label(row: dict) -> str:
+    return row["label"] + (" (other objective)" if row.get("objective_differs") else "")
+
+
+LEGEND = (f"Means ± half-width of the {100 * LEVEL:.0f}% Student-t interval over seeds. On final: * differs "
+          f"significantly from the best continual strategy, † from finetune (paired two-sided t-test over "
+          f"seeds, p < {1 - LEVEL:.2f}); no mark: no significant difference. final - chance: mean over tasks "
+          f"of the final value minus the task's chance level (uniformly random ranking); tasks at chance: "
+          f"final within {AT_CHANCE:g} points of chance (not a result).")
 
 
 def comparison_markdown(rows: list[dict]) -> str:
-    header = ["scenario", "strategy", "seeds", "metric"] + [label for _, label in COLUMNS]
-    body = [[r["scenario"], r["label"], ",".join(map(str, r["seeds"])), r["metric"]]
+    header = ["scenario", "strategy", "objective", "seeds", "metric"] + [label for _, label in COLUMNS]
+    body = [[r["scenario"], strategy_label(r), r["objective"], ",".join(map(str, r["seeds"])), r["metric"]]
             + [_cell(r, k) for k, _ in COLUMNS]
             for r in rows]
-    return markdown_table(header, body)
+    return markdown_table(header, body) + "\n\n" + LEGEND
+
+
+def _difference(test) -> str:
+    if test is None:
+        return ""
+    if math.isnan(test.p_value):
+        return f"{test.difference:+.2f} (no test: {test.pairs} paired seed{'s' * (test.pairs != 1)})"
+    verdict = f"p = {test.p_value:.3f}" if test.significant else f"n.s., p = {test.p_value:.2f}"
+    return (f"{test.difference:+.2f} [{test.difference - test.half_width:+.2f}, "
+            f"{test.difference + test.half_width:+.2f}], {verdict}")
+
+
+def significance_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """Per experiment: its final MAP minus finetune's, the best continual strategy's and
+    static's, with the 95% interval of the paired difference and the p-value."""
+    header = ["strategy", "seeds", "vs finetune", "vs best continual", "vs static"]
+    body = [[strategy_label(r) + (" (best)" if r.get("is_best") else ""), ",".join(map(str, r["seeds"]))]
+            + [_difference(r.get("vs", {}).get(k)) for k in ("finetune", "best", "static")] for r in rows]
+    return header, body
+
+
+def significance_markdown(rows: list[dict]) -> str:
+    parts = []
+    for scenario, mine in by_scenario(rows).items():
+        if max(len(r["seeds"]) for r in mine) < 2:
+            continue
+        parts.append(f"{scenario}: paired differences of final {mine[0]['metric']} (points; {100 * LEVEL:.0f}% "
+                     f"interval; paired t-test over common seeds; n.s. = no significant difference)\n\n"
+                     + markdown_table(*significance_table(mine)))
+    return "\n\n".join(parts)
 
 
 def comparison_csv(rows: list[dict]) -> str:
     keys = [k for k, _ in COLUMNS] + ["cost_ratio_seconds", "train_flops"]
-    lines = ["scenario,strategy,seeds,metric," + ",".join(f"{k},{k}_std" for k in keys)]
+    tests = ("finetune", "best", "static")
+    lines = ["scenario,strategy,objective,seeds,metric," + ",".join(f"{k},{k}_std,{k}_ci95" for k in keys)
+             + "," + ",".join(f"final_vs_{t},final_vs_{t}_ci95,final_vs_{t}_p" for t in tests)]
     for r in rows:
-        vals = ",".join(f"{r[k]:.6g},{r[k + '_std']:.6g}" for k in keys)
-        lines.append(f"{r['scenario']},\"{r['label']}\",{' '.join(map(str, r['seeds']))},{r['metric']},{vals}")
+        vals = ",".join(f"{r[k]:.6g},{r[k + '_std']:.6g},{r[k + '_ci']:.6g}" for k in keys)
+        vs = r.get("vs", {})
+        pairs = ",".join(f"{vs[t].difference:.6g},{vs[t].half_width:.6g},{vs[t].p_value:.6g}" if t in vs else ",,"
+                         for t in tests)
+        lines.append(f"{r['scenario']},\"{r['label']}\",\"{r['objective']}\",{' '.join(map(str, r['seeds']))},"
+                     f"{r['metric']},{vals},{pairs}")
     return "\n".join(lines) + "\n"
 
 
@@ -213,15 +353,21 @@ def by_scenario(rows: list[dict]) -> dict[str, list[dict]]:
 
 
 def task_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
-    """Header and body of the final-metric-per-task table of one scenario's experiments."""
+    """Header and body of the final-metric-per-task table of one scenario's experiments; the
+    last row is each task's chance level, and a value within ``AT_CHANCE`` of it is marked ``~``."""
     tasks = list(rows[0]["tasks"])
-    body = [[r["label"]] + [_pm(*r["tasks"][t], len(r["seeds"]) > 1) for t in tasks] for r in rows]
+    body = [[strategy_label(r)] + [_pm(*r["tasks"][t], len(r["seeds"]) > 1)
+                                   + ("~" if r["tasks"][t][0] - r["chance"][t] <= AT_CHANCE else "")
+                                   for t in tasks] for r in rows]
+    body.append(["chance"] + [f"{rows[0]['chance'][t]:.2f}" if not math.isnan(rows[0]["chance"][t]) else "n/a"
+                              for t in tasks])
     return ["strategy"] + tasks, body
 
 
 def task_table_markdown(rows: list[dict]) -> str:
     """Final metric per task, one table per scenario (rows: experiments; columns: tasks)."""
-    return "\n\n".join(f"{scenario}: final {mine[0]['metric']} per task (%)\n\n" + markdown_table(*task_table(mine))
+    return "\n\n".join(f"{scenario}: final {mine[0]['metric']} per task (%; ~ = within {AT_CHANCE:g} points of "
+                       f"chance)\n\n" + markdown_table(*task_table(mine))
                        for scenario, mine in by_scenario(rows).items())
 
 
@@ -232,10 +378,11 @@ def _pm(mean: float, std: float, with_std: bool) -> str:
 
 
 def task_table_csv(rows: list[dict]) -> str:
-    lines = ["scenario,strategy,metric,task,final,final_std"]
+    lines = ["scenario,strategy,metric,task,final,final_ci95,chance"]
     for r in rows:
-        for task, (mean, std) in r["tasks"].items():
-            lines.append(f"{r['scenario']},\"{r['label']}\",{r['metric']},\"{task}\",{mean:.6g},{std:.6g}")
+        for task, (mean, ci) in r["tasks"].items():
+            lines.append(f"{r['scenario']},\"{r['label']}\",{r['metric']},\"{task}\",{mean:.6g},{ci:.6g},"
+                         f"{r['chance'][task]:.6g}")
     return "\n".join(lines) + "\n"
 
 

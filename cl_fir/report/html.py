@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from cl_fir.report.compare import COLUMNS, _cell, by_scenario, task_table
+from cl_fir.report.compare import LEGEND, COLUMNS, _cell, by_scenario, significance_table, strategy_label, task_table
 from cl_fir.report.plots import safe_name
 
 _STYLE = """
@@ -41,14 +41,20 @@ def html_report(rows: list[dict], plots: dict[str, list[Path]], title: str = "cl
              f"<style>{_STYLE}</style></head><body>", f"<h1>{html.escape(title)}</h1>"]
     if generated:
         parts.append(f"<p class='note'>Generated {html.escape(generated)} by <code>cl-fir compare</code>. "
-                     "Means ± std over seeds; cost relative to the static run of the same scenario and seed.</p>")
+                     f"{html.escape(LEGEND)} Cost relative to the static run of the same scenario and seed.</p>")
     for scenario, mine in by_scenario(rows).items():
         metric = mine[0]["metric"]
         parts.append(f"<h2>{html.escape(scenario)} ({html.escape(metric)}, %)</h2>")
-        header = ["strategy", "seeds"] + [label for _, label in COLUMNS]
-        body = [[r["label"], ",".join(map(str, r["seeds"]))] + [_cell(r, k) for k, _ in COLUMNS] for r in mine]
+        header = ["strategy", "objective", "seeds"] + [label for _, label in COLUMNS]
+        body = [[strategy_label(r), r["objective"], ",".join(map(str, r["seeds"]))] + [_cell(r, k) for k, _ in COLUMNS]
+                for r in mine]
         parts.append(_table(header, body, ["reference" if r["strategy"] == "static" else "" for r in mine]))
-        parts.append(f"<p class='note'>Final {html.escape(metric)} per task:</p>")
+        if max(len(r["seeds"]) for r in mine) > 1:
+            parts.append(f"<p class='note'>Paired differences of final {html.escape(metric)} (points, 95% interval, "
+                         f"paired t-test over common seeds; n.s. = no significant difference):</p>")
+            parts.append(_table(*significance_table(mine)))
+        parts.append(f"<p class='note'>Final {html.escape(metric)} per task (~ = within 2 points of chance; the "
+                     f"last row is each task's chance level):</p>")
         parts.append(_table(*task_table(mine)))
         heat = plots.get(f"matrix_{safe_name(scenario)}")
         if heat:

@@ -5,7 +5,8 @@
   over seeds.
 * ``task_curves``: per scenario and experiment, every task's metric after each increment.
 * ``matrix_<scenario>``: the increment x task matrix of each experiment (mean over seeds),
-  as an annotated heatmap.
+  as an annotated heatmap; cells within ``AT_CHANCE`` points of their task's chance level
+  are hatched and marked ``~``.
 * ``cost_vs_quality``: average incremental metric against training FLOPs relative to
   static retraining, per scenario, with the Pareto front marked.
 """
@@ -19,6 +20,7 @@ import numpy as np
 
 from cl_fir import atomic_io
 from cl_fir.evaluation import matrix_metrics
+from cl_fir.report.compare import AT_CHANCE
 from cl_fir.report.run_dir import LoadedRun
 
 FORMATS = ("png", "svg")
@@ -136,17 +138,25 @@ def matrix_heatmaps(experiments: list[dict], by_path: dict[str, LoadedRun], dest
         fig, axes = plt.subplots(len(mine), 1, figsize=(max(6, 0.9 * n_task + 2), (0.45 * n_inc + 1.4) * len(mine)),
                                  squeeze=False)
         for ax, exp in zip(axes[:, 0], mine):
-            A = _mean_matrix(_members(exp, by_path))
+            members = _members(exp, by_path)
+            A = _mean_matrix(members)
+            chance = np.nanmean(np.stack([r.chance for r in members]), axis=0) \
+                if np.isfinite(np.stack([r.chance for r in members])).any() else np.full(A.shape[1], np.nan)
             im = ax.imshow(np.ma.masked_invalid(A), cmap="viridis", vmin=0, vmax=max(1.0, np.nanmax(A)), aspect="auto")
             for i in range(A.shape[0]):
                 for j in range(A.shape[1]):
                     if np.isfinite(A[i, j]):
-                        ax.text(j, i, f"{A[i, j]:.1f}", ha="center", va="center", fontsize=7,
-                                color="white" if A[i, j] < 0.6 * np.nanmax(A) else "black")
+                        at_chance = A[i, j] - chance[j] <= AT_CHANCE   # False where chance is unknown (NaN)
+                        ax.text(j, i, f"{A[i, j]:.1f}" + ("~" if at_chance else ""), ha="center", va="center",
+                                fontsize=7, color="white" if A[i, j] < 0.6 * np.nanmax(A) else "black")
+                        if at_chance:
+                            ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///",
+                                                       edgecolor="lightgrey", linewidth=0))
             ax.set_xticks(range(A.shape[1]), first.task_names, rotation=40, ha="right", fontsize=7)
             ax.set_yticks(range(A.shape[0]), [str(i + 1) for i in range(A.shape[0])])
             ax.set_ylabel("after increment")
-            ax.set_title(f"{scenario}: {exp['label']} ({exp['metric']}, %)", fontsize=9)
+            ax.set_title(f"{scenario}: {exp['label']} ({exp['metric']}, %; hatched ~: within {AT_CHANCE:g} points "
+                         f"of chance)", fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.03)
         fig.tight_layout()
         out += _save(fig, dest, f"matrix_{safe_name(scenario)}")

@@ -143,6 +143,8 @@ class LoadedRun:
     task_names: list[str]
     task_increment: np.ndarray
     num_queries: np.ndarray
+    #: chance level of the primary metric per task (NaN where the run did not record one)
+    chance: np.ndarray
 
     @property
     def scenario(self) -> str:
@@ -184,6 +186,8 @@ def load_run(path: str | Path) -> LoadedRun:
         task_names=names,
         task_increment=np.asarray([t["increment"] - 1 for t in tasks], dtype=np.int64),  # files count from 1
         num_queries=np.asarray([t["num_queries"] for t in tasks], dtype=np.int64),
+        chance=np.asarray([t.get("chance", {}).get(info.get("primary_metric", "map_all"), np.nan) for t in tasks],
+                          dtype=np.float64),
     )
 
 

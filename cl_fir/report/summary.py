@@ -48,6 +48,13 @@ def data_section(data: dict | None) -> list[str]:
     return lines
 
 
+def _chance(info: dict, results: RunResults) -> np.ndarray | None:
+    """The primary metric's chance level per task, from run.json; None when not recorded."""
+    by_name = {t["name"]: t.get("chance", {}).get(results.primary) for t in info.get("tasks", [])}
+    values = [by_name.get(name) for name in results.task_names]
+    return None if any(v is None for v in values) else np.asarray(values, dtype=np.float64)
+
+
 def run_summary(title: str, info: dict, results: RunResults, cost: dict) -> str:
     d = results.derived()
     label = METRIC_LABELS.get(results.primary, results.primary)
@@ -87,7 +94,18 @@ def run_summary(title: str, info: dict, results: RunResults, cost: dict) -> str:
     A = results.matrix()
     header = ["after increment"] + results.task_names
     rows = [[str(i + 1)] + ["" if np.isnan(v) else f"{v:.2f}" for v in row] for i, row in enumerate(A)]
+    chance = _chance(info, results)
+    if chance is not None:
+        rows.append(["chance"] + [fmt(c) for c in chance])
     parts.append(markdown_table(header, rows))
+    if chance is not None and done:
+        margin = A[done - 1] - chance
+        seen = np.isfinite(margin)
+        parts.append("")
+        parts.append(f"Chance: the {label} of a uniformly random ranking of the same queries and candidates. After "
+                     f"the last increment the seen tasks are {fmt(float(margin[seen].mean()))} points above it on "
+                     f"average; {int((margin[seen] <= 2.0).sum())} of {int(seen.sum())} are within 2 points of it "
+                     f"(at chance: not a result).")
     if done:
         parts.append("")
         parts.append("## Tasks after the last increment")
