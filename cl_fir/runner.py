@@ -31,8 +31,9 @@ from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
 from cl_fir.engine.synced_batchnorm import sync_batchnorm
 from cl_fir.errors import ConfigError, TrainingError
-from cl_fir.evaluation.evaluator import METRIC_LABELS, metric_names
-from cl_fir.models.backbones import FeatureMapBackbone, load_local_weights
+from cl_fir.evaluation.evaluator import METRIC_LABELS, chance_levels, metric_names
+from cl_fir.models.backbones import FeatureMapBackbone
+from cl_fir.models.weights import file_sha256, load_local_weights, resolve_weights
 from cl_fir.registry import get_strategy_class, is_file_spec
 from cl_fir.report.cost_ratio import find_reference_run, ratio_line
 from cl_fir.report.results import RunResults
@@ -207,8 +208,10 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     scenario = build_scenario(spec, data_cfg, reporter.progress_factory(), strict=cfg.strict)
     seed_everything(cfg.seed)
     model = strategy.build_model(cfg, scenario)
-    if cfg.model.weights:
-        info["weights"] = [load_local_weights(bb, cfg.model.weights) for bb in _backbones(model)][0]
+    if cfg.model.weights:   # which weights the run started from: the file and its content hash
+        path = resolve_weights(cfg.model.weights)
+        loaded = [load_local_weights(bb, path) for bb in _backbones(model)][0]
+        info["weights"] = {"spec": cfg.model.weights, **loaded, "sha256": file_sha256(path)}
     model = setup.prepare_model(model)
     if cfg.train.sync_batchnorm and ctx.enabled:   # whole-batch BatchNorm statistics across ranks
         info["sync_batchnorm_layers"] = sync_batchnorm(model)
@@ -240,6 +243,8 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
         info["distributed"] = loop.dist.describe()
         described = scenario.describe()
         info["tasks"] = described["tasks"]
+        for task in info["tasks"]:   # the metric of a uniformly random ranking, beside every result
+            task["chance"] = chance_levels(scenario.eval_tasks[task["attribute"]], cfg.eval)
         info["increments"] = described["increments"]
         info["data_root"] = described["data_root"]
         info["protocol"] = described["protocol"]

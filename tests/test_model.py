@@ -9,7 +9,8 @@ import torch
 from cl_fir.config import ModelConfig
 from cl_fir.errors import ConfigError
 from cl_fir.models import build_model
-from cl_fir.models.backbones import FeatureMapBackbone, load_local_weights
+from cl_fir.models.backbones import FeatureMapBackbone
+from cl_fir.models.weights import load_local_weights
 from cl_fir.models.heads import AttributeAttentionHead
 
 CFG = ModelConfig(backbone="test_resnet", feature_index=3, embed_dim=16, attr_dim=8)

@@ -1,16 +1,11 @@
-"""timm backbones that return one feature map; never downloaded.
+"""timm backbones that return one feature map; built without weights (never downloaded).
 
-Weights come only from a local file (``--weights PATH``): a state dict saved from a timm
-or torchvision model of the same architecture (a bare state dict, or one stored under
-``state_dict`` / ``model``). Keys the feature extractor does not use (the classifier,
-later stages) are ignored; if no key matches at all the load is refused.
+Starting weights are loaded afterwards from a file (:mod:`cl_fir.models.weights`).
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
-
 import torch
 from torch import nn
 
@@ -41,29 +36,3 @@ class FeatureMapBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)[-1]
-
-
-def load_local_weights(backbone: FeatureMapBackbone, path: str | Path) -> dict:
-    """Load a local checkpoint into the backbone; returns a short report."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"--weights {path}: file not found")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise ConfigError(f"--weights {path}: not a readable torch checkpoint ({exc})") from None
-    for key in ("state_dict", "model"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ConfigError(f"--weights {path}: expected a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items() if isinstance(v, torch.Tensor)}
-    own = backbone.body.state_dict()
-    matched = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
-    if not matched:
-        raise ConfigError(
-            f"--weights {path}: no parameter matches the backbone (e.g. expected keys like {next(iter(own))!r})"
-        )
-    backbone.body.load_state_dict(matched, strict=False)
-    return {"file": str(path), "loaded": len(matched), "backbone_tensors": len(own),
-            "missing": sorted(set(own) - set(matched))[:10]}
