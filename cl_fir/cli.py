@@ -267,7 +267,7 @@ def data_verify(
     import os
 
     from cl_fir import atomic_io
-    from cl_fir.data.synthfashion import default_cache_dir
+    from cl_fir.data.synth_cache import default_cache_dir
     from cl_fir.data.verify import report_text, resolve_names, verify
     from cl_fir.engine.progress import Reporter
 
@@ -289,6 +289,111 @@ def data_verify(
         err.print(f"wrote {json_out}")
     if not all(r.usable for r in reports):
         raise typer.Exit(1)
+
+
+@data_app.command("shift")
+@guarded
+def data_shift(
+    scenario: Annotated[str, typer.Argument(help="Scenario name or .toml path.")],
+    images: Annotated[int, typer.Option(help="Training images per increment (drawn at random).")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the draw and of the cross-validation folds.")] = 0,
+    data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting, e.g. "
+                                                                    "model.weights=FILE (repeatable).")] = None,
+) -> None:
+    """How much the input distribution shifts between increments: the cross-validated accuracy
+    of a domain classifier on the starting backbone's pooled features (50% = no shift)."""
+    from cl_fir.analysis.input_shift import increment_features, shift_markdown, shift_matrix
+    from cl_fir.config import parse_assignments
+
+    overrides = parse_assignments(set_, "--set")
+    if data_root is not None:
+        import os
+
+        os.environ["CL_FIR_DATA"] = str(data_root)
+    names, features = increment_features(scenario, overrides, images, seed)
+    out.print(shift_markdown(names, shift_matrix(features, seed)), highlight=False, markup=False)
+
+
+@app.command()
+@guarded
+def pretrain(
+    output: Annotated[Path, typer.Option(help="Where to write the weights (a state dict with timm keys, "
+                                              "readable by --weights).")],
+    arch: Annotated[str, typer.Option(help="timm architecture (the scenario's model.backbone).")] = "test_resnet",
+    image_size: Annotated[int, typer.Option(help="Side of the rendered images, px.")] = 64,
+    images: Annotated[int, typer.Option(help="Pretraining images rendered from the pretrain split.")] = 10000,
+    epochs: Annotated[int, typer.Option(help="Epochs over them.")] = 6,
+    batch_size: Annotated[int, typer.Option(help="Images per step.")] = 64,
+    lr: Annotated[float, typer.Option(help="Adam learning rate (cosine decay to 0).")] = 3e-3,
+    seed: Annotated[int, typer.Option(help="Seed of the images, the order and the initial weights.")] = 0,
+    threads: Annotated[int, typer.Option(help="Torch threads (the result depends on it bit for bit).")] = 1,
+) -> None:
+    """Pretrain a backbone for the synthetic scenarios: the role ImageNet plays for real data.
+
+    The network classifies garment type, colour and pattern of images that no scenario uses
+    (none of them is a retrieved attribute). Deterministic on a given machine and thread count.
+    """
+    from cl_fir.engine.progress import Reporter
+    from cl_fir.pretraining import PretrainConfig, pretrain as run_pretraining, save_weights
+
+    reporter = Reporter(console=err)
+    cfg = PretrainConfig(arch=arch, image_size=image_size, images=images, epochs=epochs, batch_size=batch_size,
+                         lr=lr, seed=seed, threads=threads)
+    state, report = run_pretraining(cfg, log=reporter.log, progress_factory=reporter.progress_factory())
+    digest = save_weights(output, state, report)
+    out.print(f"wrote {output} (sha256 {digest}); use it with --weights {output}", highlight=False, markup=False)
+
+
+@app.command()
+@guarded
+def curves(
+    scenario: Annotated[str, typer.Option(help="Scenario name or .toml path.")] = "synth-4inc",
+    steps: Annotated[str, typer.Option(help="Comma-separated step counts to evaluate at (0 = the start).")]
+    = "0,4,8,16,32,64,128",
+    seeds: Annotated[str, typer.Option(help="Comma-separated seeds or a range (tuning seeds by default).")]
+    = "100-102",
+    tasks: Annotated[Optional[str], typer.Option(help="Comma-separated tasks (default: all of the scenario).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Where curves.csv/.md/.png go.")] = Path("results/curves"),
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every curve, e.g. "
+                                                                    "model.weights=none (repeatable).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
+) -> None:
+    """Each task trained alone from the scenario's start: its metric against optimizer steps,
+    beside one increment's budget (does every task reach its plateau within it?)."""
+    import os
+
+    from cl_fir.analysis.learning_curves import increment_budget, plateau_report, task_curve, write_curves
+    from cl_fir.config import parse_assignments
+    from cl_fir.engine.progress import Reporter
+    from cl_fir.evaluation.evaluator import METRIC_LABELS
+    from cl_fir.runner import resolve_config
+    from cl_fir.scenario import build_scenario, load_spec
+
+    if data_root is not None:
+        os.environ["CL_FIR_DATA"] = str(data_root)
+    overrides = parse_assignments(set_, "--set")
+    step_list = sorted({int(x) for x in _split(steps, "--steps")})
+    if not step_list or step_list[0] < 0:
+        raise CLFirError(f"--steps {steps!r}: expected non-negative step counts")
+    cfg = resolve_config("finetune", scenario, overrides)
+    built = build_scenario(load_spec(scenario), cfg)
+    names = _split(tasks, "--tasks") if tasks else built.task_names
+    budget = increment_budget(cfg)
+    reporter = Reporter(console=err)
+    reporter.log(f"one increment's budget on {built.name}: {budget} steps; curves up to {max(step_list)} steps")
+    points = []
+    for seed in _parse_seeds(seeds):
+        for task in names:
+            points += task_curve(scenario, task, step_list, seed, overrides, log=reporter.log)
+    metric = METRIC_LABELS.get("map_all" if built.protocol == "ranking" else "triplet_acc", "metric")
+    written = write_curves(points, budget, output_dir, metric)
+    out.print((output_dir / "curves.md").read_text(), highlight=False, markup=False)
+    if budget in step_list:
+        for task, r in plateau_report(points, budget).items():
+            out.print(f"{task}: {r['budget']:.2f} at the budget, {r['longest']:.2f} at {max(step_list)} steps, "
+                      f"{r['over_chance_at_budget']:.2f} over chance", highlight=False, markup=False)
+    err.print(f"wrote {', '.join(str(p) for p in written)}")
 
 
 @app.command()
@@ -315,7 +420,7 @@ def sweep(
     Complete cells are skipped, interrupted ones resumed, and a failed cell does not stop the others.
     """
     from cl_fir.report.summary import markdown_table
-    from cl_fir.sweep import execute, plan, summary_rows
+    from cl_fir.sweep import execute, plan, prepare_scenarios, summary_rows
 
     extra = [a for item in (set_ or []) for a in ("--set", item)] + [a for item in (opt or []) for a in ("--opt", item)]
     if data_root is not None:
@@ -338,6 +443,8 @@ def sweep(
                       + (f": {escape(cell.message)}" if cell.status == "failed" else "")
                       + f"  [{done}/{len(cells)} done, {running} running, {failed} failed]", highlight=False)
 
+    if backend == "local":
+        prepare_scenarios(sweep_plan, str(data_root) if data_root else None)
     cells = execute(sweep_plan, jobs, backend, ray_address, on_update)
     out.print(markdown_table(["scenario", "strategy", "seed", "action", "status", "seconds", "note"],
                              summary_rows(cells)), highlight=False, markup=False)
@@ -354,6 +461,56 @@ def sweep(
     if failed:
         err.print(f"[red]{len(failed)} cell(s) failed[/red]; see their logs in {output_dir / 'sweep_logs'}; "
                   f"run the same sweep again to retry them (complete cells are skipped)")
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def tune(
+    strategy: Annotated[str, typer.Option(help="Strategy name or path.py:Class.")],
+    scenario: Annotated[str, typer.Option(help="Scenario name or .toml path.")],
+    grid: Annotated[Optional[list[str]], typer.Option(help="A grid axis KEY=V1,V2,...: a strategy option, or "
+                                                           "SECTION.KEY for a setting (repeatable; every "
+                                                           "combination is run).")] = None,
+    seeds: Annotated[str, typer.Option(help="Tuning seeds (never the reported ones).")] = "100-102",
+    select: Annotated[str, typer.Option(help="Selection metric on the valid split: final or avg_incremental.")]
+    = "final",
+    output_dir: Annotated[Path, typer.Option(help="Where the tuning runs and tuning.md/.json go.")]
+    = Path("results/tuning"),
+    jobs: Annotated[int, typer.Option(help="Runs at the same time.")] = 1,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="SECTION.KEY=VALUE for every run "
+                                                                    "(repeatable).")] = None,
+    opt: Annotated[Optional[list[str]], typer.Option(help="Strategy option KEY=VALUE for every run (repeatable).")]
+    = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
+) -> None:
+    """Choose a strategy's hyper-parameters: every grid configuration x tuning seed on the valid split."""
+    from cl_fir.sweep import execute, prepare_scenarios
+    from cl_fir.tuning import parse_grid, plan_tuning, summarise, tuning_markdown, write_tuning
+
+    configurations = parse_grid(grid)
+    seed_list = _parse_seeds(seeds)
+    extra = [a for item in (set_ or []) for a in ("--set", item)] + [a for item in (opt or []) for a in ("--opt", item)]
+    if data_root is not None:
+        extra += ["--data-root", str(data_root)]
+    plan_ = plan_tuning(strategy, scenario, configurations, seed_list, output_dir, extra)
+    err.print(f"tune: {len(configurations)} configurations x {len(seed_list)} seeds = {len(plan_.cells)} runs on "
+              f"the valid split ({sum(c.action == 'skip' for c in plan_.cells)} already complete)")
+    prepare_scenarios(plan_, str(data_root) if data_root else None)
+
+    def on_update(cell, cells) -> None:
+        if cell.status != "running":
+            err.print(f"  {cell.status:8s} {escape(cell.run_dir.name)} in {cell.seconds:.0f} s"
+                      + (f": {escape(cell.message)}" if cell.status == "failed" else ""), highlight=False)
+
+    execute(plan_, jobs, "local", None, on_update)
+    rows = summarise(plan_, configurations, select)
+    base = plan_.cells[0].run_dir.parent
+    write_tuning(base, plan_.cells[0].run_dir.parent.name, plan_.cells[0].run_dir.parent.parent.name, rows,
+                 seed_list, select)
+    out.print(tuning_markdown(base.name, base.parent.name, rows, seed_list, select), highlight=False, markup=False)
+    err.print(f"wrote {base / 'tuning.md'} and tuning.json")
+    if any(c.status == "failed" for c in plan_.cells):
         raise typer.Exit(1)
 
 
