@@ -293,6 +293,26 @@ def _upper_outline(spec: GarmentSpec, drawn: dict[str, int], P: _Canvas) -> tupl
     return body, sleeves
 
 
+#: Skin tones of the wearer's neck, chest and arms (seen through necklines and below sleeves).
+_SKIN = ((241, 194, 167), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172))
+_ARM = 1.32                # arm length from the shoulder, in shoulder widths: longer than any sleeve
+
+
+def _wearer(spec: GarmentSpec, P: _Canvas) -> list[list]:
+    """Skin polygons under an upper garment: the neck and chest (seen through a neckline) and
+    both arms (seen below the sleeves, so a sleeve's end is a fabric-to-skin edge, as in photos)."""
+    sh = 0.56 if spec.garment == "coat" else 0.5
+    parts = [[P(-0.13, -0.6), P(0.13, -0.6), P(0.13, 0.0), P(0.3, 0.05), P(0.3, 0.75), P(-0.3, 0.75),
+              P(-0.3, 0.05), P(-0.13, 0.0)]]
+    theta = math.radians(62)
+    dx, dy = math.cos(theta) * _ARM, math.sin(theta) * _ARM
+    for side in (1, -1):
+        p1, p4 = (side * (sh - 0.08), 0.04), (side * (sh - 0.04), 0.34)
+        parts.append([P(*p1), P(p1[0] + side * dx * 0.97, p1[1] + dy), P(p4[0] + side * dx * 0.78, p4[1] + dy * 0.9),
+                      P(*p4)])
+    return parts
+
+
 def _lower_outline(spec: GarmentSpec, drawn: dict[str, int], P: _Canvas) -> tuple[list, list[list]]:
     """A skirt (one trapezoid) or trousers (two legs); the waistband is drawn separately."""
     hem = _hem(spec.garment, drawn[LENGTH_OF[spec.garment]])
@@ -335,28 +355,28 @@ def _draw_neck(spec: GarmentSpec, P: _Canvas, mask_draw, fabric_draw, colours, l
         return
     if attr == "neckline_design":
         if name == "round":
-            cut("ellipse", P.box(-0.24, -0.14, 0.24, 0.26))
+            cut("ellipse", P.box(-0.26, -0.16, 0.26, 0.3))
         elif name == "v_neck":
-            cut("polygon", [P(-0.22, -0.06), P(0.22, -0.06), P(0.0, 0.58)])
+            cut("polygon", [P(-0.24, -0.06), P(0.24, -0.06), P(0.0, 0.62)])
         elif name == "square":
-            cut("rectangle", P.box(-0.23, -0.06, 0.23, 0.3))
+            cut("rectangle", P.box(-0.25, -0.06, 0.25, 0.34))
         elif name == "boat":
-            cut("ellipse", P.box(-0.46, -0.1, 0.46, 0.1))
+            cut("ellipse", P.box(-0.48, -0.12, 0.48, 0.12))
     elif attr == "neck_design":
         if name in ("turtle", "low_turtle", "ruffle"):
-            height = {"turtle": 0.34, "low_turtle": 0.14, "ruffle": 0.22}[name]
+            height = {"turtle": 0.3, "low_turtle": 0.18, "ruffle": 0.24}[name]
             add([P(-0.2, -height), P(0.2, -height), P(0.21, 0.02), P(-0.21, 0.02)])
             for y in np.linspace(-height + 0.07, -0.03, max(2, int(height / 0.07))):   # ribbing
                 fabric_draw.line([P(-0.19, y), P(0.19, y)], fill=dark, width=line_w)
             if name == "ruffle":
-                for x in np.linspace(-0.17, 0.17, 5):
-                    box = P.box(x - 0.055, -height - 0.06, x + 0.055, -height + 0.05)
+                for x in np.linspace(-0.16, 0.16, 5):
+                    box = P.box(x - 0.045, -height - 0.045, x + 0.045, -height + 0.045)
                     mask_draw.ellipse(box, fill=255)
                     fabric_draw.ellipse(box, fill=base, outline=dark, width=line_w)
         else:   # draped: a cowl of folds below the neck
             for k in range(3):
                 fold = _bezier((-0.3 + 0.03 * k, 0.02), (0.0, 0.26 + 0.13 * k), (0.3 - 0.03 * k, 0.02))
-                fabric_draw.line([P(*p) for p in fold], fill=dark, width=line_w * 2)
+                fabric_draw.line([P(*p) for p in fold], fill=dark, width=line_w)
     elif attr == "collar_design":
         if name == "shirt":
             for s in (1, -1):
@@ -425,6 +445,10 @@ def render(spec: GarmentSpec, rng: np.random.Generator, image_size: int, nuisanc
         fdraw.polygon(poly, outline=dark, width=line_w)
     trim = (25, 25, 30) if rng.random() < 0.5 else (235, 235, 225)
     if upper:
+        skin = _SKIN[int(rng.integers(len(_SKIN)))]
+        bg_draw = ImageDraw.Draw(bg)
+        for part in _wearer(spec, P):
+            bg_draw.polygon(part, fill=skin)
         _draw_neck(spec, P, mdraw, fdraw, colours, line_w)
         if spec.garment == "coat":
             fdraw.line([P(0.0, 0.6), P(0.0, 2.4)], fill=dark, width=line_w * 2)
