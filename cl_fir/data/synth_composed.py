@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cl_fir.data import cached_copy
 from cl_fir.data.synthfashion import ATTRIBUTES, render_garment
 
 GENERATOR_VERSION = 1
@@ -129,8 +130,8 @@ def ensure_synth_composed(cfg: SynthComposedConfig, cache_dir: Path) -> Path:
     47 queries instead of 60)."""
     root = Path(cache_dir) / f"synth-cir-{cfg.fingerprint()}"
 
-    def complete() -> bool:
-        return (root / "fashionIQ" / "complete").is_file()
+    def complete() -> bool:   # finished, and nothing missing or cut short since (its manifest)
+        return (root / "fashionIQ" / "complete").is_file() and cached_copy.problem(root) is None
 
     if complete():
         return root
@@ -139,8 +140,9 @@ def ensure_synth_composed(cfg: SynthComposedConfig, cache_dir: Path) -> Path:
     try:
         generate(cfg, tmp)
         (tmp / "fashionIQ" / "complete").write_text(json.dumps(asdict(cfg)))
+        cached_copy.seal(tmp)
         if root.exists() and not complete():   # not a copy anyone reads (only complete ones are)
-            shutil.rmtree(root, ignore_errors=True)
+            cached_copy.discard(root)
         try:
             os.rename(tmp, root)
         except OSError:

@@ -44,6 +44,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from cl_fir.data import cached_copy
 
 DATASET_KEY = "SynthFashion"
 #: Bump when rendering changes, so cached copies are regenerated.
@@ -396,27 +397,34 @@ def ensure_synthfashion(cfg: SynthFashionConfig, cache_dir: Path | None = None, 
 
     The copy is built in a temporary folder and renamed into place, so an interrupted
     generation never leaves a partial dataset behind, and two processes racing to
-    generate the same copy both end up using one complete folder.
+    generate the same copy both end up using one complete folder. A cached copy that no
+    longer matches its manifest (:mod:`cl_fir.data.cached_copy`) is generated again.
     """
     cfg.validate()
     cache_dir = Path(cache_dir) if cache_dir else default_cache_dir()
     final = cache_dir / f"synthfashion-{cfg.fingerprint()}"
-    if (final / "meta.json").exists():
+    damage = cached_copy.problem(final)
+    if damage is None:
         return final
+    if final.exists():   # damaged or unsealed: generated again
+        cached_copy.discard(final)
     cache_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".synthfashion-", dir=cache_dir))
     try:
         total = len(ATTRIBUTE_NAMES) * (cfg.train_per_attribute
                                         + 2 * (cfg.queries_per_attribute + cfg.candidates_per_attribute))
         if progress_factory is not None:
-            with progress_factory(total, f"generating synthfashion into {final}") as advance:
+            label = f"generating synthfashion into {final}" + (
+                f" (the cached copy was damaged: {damage})" if damage != "missing" else "")
+            with progress_factory(total, label) as advance:
                 generate(cfg, tmp, workers, advance)
         else:
             generate(cfg, tmp, workers)
+        cached_copy.seal(tmp)
         try:
             os.rename(tmp, final)
         except OSError:
-            if not (final / "meta.json").exists():  # lost a race only if the winner finished
+            if cached_copy.problem(final) is not None:  # lost a race only if the winner finished
                 raise
     finally:
         if tmp.exists():
