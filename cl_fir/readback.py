@@ -44,8 +44,8 @@ def read_json(path: str | Path, kind: type = dict) -> Any:
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        end = " (truncated?)" if exc.pos >= len(text.rstrip()) else ""
-        raise DamagedFileError(path, f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}){end}") \
+        end = "" if text.rstrip().endswith(("}", "]")) else "; truncated?"
+        raise DamagedFileError(path, f"not valid JSON (line {exc.lineno} column {exc.colno}: {exc.msg}{end})") \
             from None
     if not isinstance(value, kind):
         raise DamagedFileError(path, f"expected a JSON {_json_kind(kind)}, found {_json_kind(type(value))}")

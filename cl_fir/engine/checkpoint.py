@@ -61,9 +61,9 @@ def verify_checkpoint(path: Path, shown_as: Path | None = None) -> None:
     except zipfile.BadZipFile:
         raise DamagedCheckpoint(shown, f"truncated ({size} bytes, the archive's end record is missing)") from None
     except (OSError, EOFError, ValueError, RuntimeError) as exc:   # zipfile's errors for mangled headers
-        raise DamagedCheckpoint(shown, f"damaged ({_one_line(exc)})") from None
+        raise DamagedCheckpoint(shown, f"its archive structure is damaged ({_one_line(exc)})") from None
     if bad is not None:
-        raise DamagedCheckpoint(shown, f"damaged (record {bad} fails its CRC32 check)")
+        raise DamagedCheckpoint(shown, f"record {bad} fails its CRC32 check (bytes changed on disk)")
 
 
 def load_checkpoint(path: Path) -> dict:
@@ -79,8 +79,9 @@ def load_checkpoint(path: Path) -> dict:
 
 
 def _one_line(exc: BaseException) -> str:
+    """The first sentence of an exception's message (torch's run to several lines of advice)."""
     text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+    return text[0].split(". ")[0].rstrip(".")[:200] if text else type(exc).__name__
 
 
 @contextlib.contextmanager

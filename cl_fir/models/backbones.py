@@ -53,7 +53,7 @@ def load_local_weights(backbone: FeatureMapBackbone, path: str | Path) -> dict:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")[:200]
         raise ConfigError(f"--weights {path}: not a readable torch checkpoint, truncated or damaged? "
                           f"({type(exc).__name__}: {first})") from None
     for key in ("state_dict", "model"):
