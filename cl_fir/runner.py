@@ -1,9 +1,11 @@
 """One run, end to end: resolve the configuration, build everything, train, write results.
 
-A run can be continued from its latest increment-boundary checkpoint
-(:func:`resume_run`): everything is rebuilt from the saved configuration exactly as in
-a fresh run (same seeds, same initial weights), then the checkpoint's model, strategy
-state, results and cost are loaded and training goes on at the next increment.
+A run can be continued from its latest intact checkpoint (:func:`resume_run`):
+everything is rebuilt from the saved configuration exactly as in a fresh run (same seeds,
+same initial weights), then the checkpoint's model, strategy state, results and cost are
+loaded and training goes on where the checkpoint was taken. One process at a time writes
+a run folder (its run lock); a failed write stops the run with the last good checkpoint
+named and intact.
 """
 
 from __future__ import annotations
@@ -203,7 +205,9 @@ def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: i
     A damaged newer checkpoint is reported in one warning line, renamed to
     ``<name>.damaged`` and recorded in run.json (``checkpoint_fallbacks``); with no intact
     checkpoint left, a ConfigError says what is damaged. Refused while another process holds
-    the run's lock. ``changes`` (top-level keys and ``section.key`` overrides, e.g. a moved ``data_root``)
+    the run's lock.
+
+    ``changes`` (top-level keys and ``section.key`` overrides, e.g. a moved ``data_root``)
     and any edit of ``config.json`` since the checkpoint are refused unless ``force``; a
     forced difference is recorded in run.json (``resumed_with_changes``).
     """
