@@ -36,6 +36,12 @@ def guarded(fn):
                 raise
             err.print(f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False)
             raise typer.Exit(2) from None
+        except OSError as exc:   # the file system refused something no check above foresaw
+            if _state["debug"]:
+                raise
+            where = f"{exc.filename}: " if exc.filename else ""
+            err.print(f"[bold red]error:[/bold red] {escape(where + (exc.strerror or str(exc)))}", highlight=False)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("[yellow]interrupted[/yellow]")
             raise typer.Exit(130) from None
@@ -161,6 +167,12 @@ def run(
     _print_run_row(execute_run(cfg, overwrite=overwrite, reporter=reporter))
 
 
+def _list_damaged(damaged: list[tuple[Path, str]]) -> None:
+    """One ``warning:`` line per run that is skipped because it does not read back intact."""
+    for _, problem in damaged:
+        err.print(f"[yellow]warning:[/yellow] skipped a damaged run: {escape(problem)}", highlight=False)
+
+
 def _print_run_row(path: Path) -> None:
     import os
 
@@ -215,7 +227,7 @@ def compare_(
 ) -> None:
     """Compare runs: one row per experiment (seeds as mean ± std), per-task tables, plots and an HTML report."""
     from cl_fir.report.outputs import write_comparison
-    from cl_fir.report.run_dir import find_runs, load_run
+    from cl_fir.report.run_dir import find_runs, load_runs
 
     paths = list(run_dirs or [])
     if root is not None:
@@ -224,7 +236,12 @@ def compare_(
         paths += find_runs(root)
     if not paths:
         raise CLFirError("nothing to compare: give run folders or --root DIR")
-    runs = [load_run(p) for p in paths]
+    runs, damaged = load_runs(paths)
+    if not runs and len(damaged) == 1:
+        raise CLFirError(f"nothing to compare: {damaged[0][1]}")
+    _list_damaged(damaged)
+    if not runs:
+        raise CLFirError(f"nothing to compare: all {len(damaged)} runs are damaged or not runs (listed above)")
     if scenario:
         runs = [r for r in runs if r.scenario == scenario]
     skipped = [r for r in runs if not r.complete]
@@ -449,11 +466,16 @@ def sweep(
     out.print(markdown_table(["scenario", "strategy", "seed", "action", "status", "seconds", "note"],
                              summary_rows(cells)), highlight=False, markup=False)
     complete = [c.run_dir for c in cells if c.status == "complete"]
+    runs = []
     if compare_after and complete:
-        from cl_fir.report.outputs import write_comparison
-        from cl_fir.report.run_dir import load_run
+        from cl_fir.report.run_dir import load_runs
 
-        _, markdown, written = write_comparison([load_run(p) for p in complete], output_dir)
+        runs, damaged = load_runs(complete)
+        _list_damaged(damaged)
+    if runs:
+        from cl_fir.report.outputs import write_comparison
+
+        _, markdown, written = write_comparison(runs, output_dir)
         out.print("")
         out.print(markdown, highlight=False, markup=False)
         err.print(f"wrote {len(written)} files to {output_dir} (report.html, comparison.*, plots/)")

@@ -295,16 +295,14 @@ RUN_FILE_KEYS = ("strategy", "scenario", "seed", "device", "precision", "output_
 def read_run_file(path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """A TOML run file: top-level run keys, ``[model]``/``[train]``/... sections, ``[options]``
     (strategy options). Returns (top-level values, ``section.key`` overrides, options)."""
-    import tomllib
     from pathlib import Path
+
+    from cl_fir import readback
 
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--config {path}: file does not exist")
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = readback.read_toml(path)
     top, overrides, options = {}, {}, {}
     for key, value in raw.items():
         if key in SECTIONS:

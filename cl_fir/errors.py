@@ -20,3 +20,19 @@ class DataFormatError(CLFirError):
 
 class TrainingError(CLFirError):
     """Training cannot continue (for example, the loss became non-finite)."""
+
+
+class DamagedFileError(ConfigError):
+    """A file cl-fir reads back (a checkpoint, run.json, a result CSV, a TOML file, ...) is
+    empty, truncated, not UTF-8 or not in the expected format."""
+
+    def __init__(self, path, problem: str):
+        super().__init__(f"{path}: {problem}")
+        self.path = path
+        self.problem = problem
+
+
+class OutputError(CLFirError, OSError):
+    """A result, checkpoint or lock file could not be written (full disk, read-only folder,
+    ...). Also an :class:`OSError`, so code that treats a failed write as harmless (a cache)
+    still can."""

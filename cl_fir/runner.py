@@ -1,28 +1,32 @@
 """One run, end to end: resolve the configuration, build everything, train, write results.
 
-A run can be continued from its latest increment-boundary checkpoint
-(:func:`resume_run`): everything is rebuilt from the saved configuration exactly as in
-a fresh run (same seeds, same initial weights), then the checkpoint's model, strategy
-state, results and cost are loaded and training goes on at the next increment.
+A run can be continued from its latest intact checkpoint (:func:`resume_run`):
+everything is rebuilt from the saved configuration exactly as in a fresh run (same seeds,
+same initial weights), then the checkpoint's model, strategy state, results and cost are
+loaded and training goes on where the checkpoint was taken. One process at a time writes
+a run folder (its run lock); a failed write stops the run with the last good checkpoint
+named and intact.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import os
 import signal
 import threading
 import traceback
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from cl_fir import readback
+from cl_fir.atomic_io import output_error
 from cl_fir.config import SECTIONS, RunConfig, apply_overrides, apply_section
 from cl_fir.data.image_dataset import count_load_failures
 from cl_fir.data.transforms import resolve_normalize
-from cl_fir.engine.checkpoint import load_checkpoint, save_checkpoint
+from cl_fir.engine.checkpoint import DamagedCheckpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from cl_fir.engine.cost import CostMeter, forward_flops_per_image
 from cl_fir.engine.device import resolve_device
 from cl_fir.engine.distributed import init_from_env
@@ -30,7 +34,7 @@ from cl_fir.engine.loop import TrainingLoop
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
 from cl_fir.engine.synced_batchnorm import sync_batchnorm
-from cl_fir.errors import ConfigError, TrainingError
+from cl_fir.errors import ConfigError, OutputError, TrainingError
 from cl_fir.evaluation.evaluator import METRIC_LABELS, chance_levels, metric_names
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.weights import file_sha256, load_local_weights, resolve_weights
@@ -95,17 +99,25 @@ def execute_run(cfg: RunConfig, overwrite: bool = False, reporter: Reporter | No
     """
     spec = load_spec(cfg.scenario)
     ctx = init_from_env()
-    if ctx.is_main:
+    reporter = reporter or Reporter(enabled=False)
+    if ctx.is_main:   # the run lock is held from here until this function returns or raises
         run_dir = RunDirectory.prepare(cfg.output_dir, spec.name, cfg.strategy, cfg.resolved_run_id, overwrite)
-        run_dir.write_config(cfg.to_dict())
-    ctx.barrier()
-    if not ctx.is_main:   # other data-parallel ranks: same run, no output
-        run_dir = RunDirectory(RunDirectory.path_for(cfg.output_dir, spec.name, cfg.strategy, cfg.resolved_run_id),
-                               read_only=True)
-        reporter = None
-    info = {"status": "running", "scenario": spec.name, "strategy": cfg.strategy, "seed": cfg.seed,
-            "run_id": cfg.resolved_run_id, "started": now(), "increments_done": 0}
-    return _run(cfg, run_dir, info, reporter or Reporter(enabled=False), None, stop_after)
+        if run_dir.lock.took_over is not None:
+            reporter.warn(run_dir.lock.describe_takeover())
+    try:
+        if ctx.is_main:
+            run_dir.write_config(cfg.to_dict())
+        ctx.barrier()
+        if not ctx.is_main:   # other data-parallel ranks: same run, no output
+            run_dir = RunDirectory(RunDirectory.path_for(cfg.output_dir, spec.name, cfg.strategy,
+                                                         cfg.resolved_run_id), read_only=True)
+            reporter = Reporter(enabled=False)
+        info = {"status": "running", "scenario": spec.name, "strategy": cfg.strategy, "seed": cfg.seed,
+                "run_id": cfg.resolved_run_id, "started": now(), "increments_done": 0}
+        return _run(cfg, run_dir, info, reporter, None, stop_after)
+    finally:
+        if ctx.is_main:
+            run_dir.release_lock()
 
 
 #: Settings a resumed run may never change: they define which run it is.
@@ -124,22 +136,77 @@ def config_diff(old: dict, new: dict, prefix: str = "") -> list[dict]:
     return out
 
 
-def latest_checkpoint(run_dir: RunDirectory) -> dict | None:
-    """The latest checkpoint: a mid-increment one (``step.pt``) if it is newer than the last boundary."""
-    boundaries = sorted(run_dir.checkpoint_dir.glob("increment_*.pt"), key=lambda p: int(p.stem.split("_")[1]))
-    # increment_<k>.pt holds the state after increment k (index k - 1): compare by name, load one file only
-    last_done = int(boundaries[-1].stem.split("_")[1]) - 1 if boundaries else -1
+@dataclass
+class CheckpointChoice:
+    """What ``--resume`` continues from: the newest intact checkpoint, and the newer ones
+    found damaged on the way to it (file, problem)."""
+
+    checkpoint: dict | None = None      # None: no checkpoint, the run starts from its beginning
+    path: Path | None = None
+    damaged: list[tuple[Path, str]] = field(default_factory=list)
+
+    def position(self) -> str:
+        return describe_position(self.checkpoint)
+
+
+def describe_position(checkpoint: dict | None) -> str:
+    if checkpoint is None:
+        return "none yet"
+    if checkpoint.get("kind") == "step":
+        return (f"increment {checkpoint['increment'] + 1}, epoch {checkpoint['epoch'] + 1}, "
+                f"step {checkpoint['step']}")
+    return f"end of increment {checkpoint['increment'] + 1}"
+
+
+def find_checkpoint(run_dir: RunDirectory) -> CheckpointChoice:
+    """The newest intact checkpoint: ``step.pt`` (mid-increment) if it is newer than the newest
+    intact increment-boundary one, else that one. Damaged files on the way are skipped and
+    listed, so a truncated latest checkpoint costs only the work since the previous one."""
+    boundaries = sorted(run_dir.checkpoint_dir.glob("increment_*.pt"), key=lambda p: -int(p.stem.split("_")[1]))
+    choice = CheckpointChoice()
+    first_intact = len(boundaries)
+    for i, path in enumerate(boundaries):   # a cheap integrity check first: only the chosen file is loaded
+        try:
+            verify_checkpoint(path)
+        except DamagedCheckpoint as exc:
+            choice.damaged.append((path, exc.problem))
+            continue
+        first_intact = i
+        break
+    # increment_<k>.pt holds the state after increment k (index k - 1): compare by name
+    last_done = int(boundaries[first_intact].stem.split("_")[1]) - 1 if first_intact < len(boundaries) else -1
     step_file = run_dir.checkpoint_dir / "step.pt"
     if step_file.is_file():
-        step = load_checkpoint(step_file)
-        if step["increment"] > last_done:
-            return step
-    return load_checkpoint(boundaries[-1]) if boundaries else None
+        try:
+            step = load_checkpoint(step_file)
+        except DamagedCheckpoint as exc:
+            choice.damaged.insert(0, (step_file, exc.problem))
+        else:
+            if step["increment"] > last_done:
+                choice.checkpoint, choice.path = step, step_file
+                return choice
+    for path in boundaries[first_intact:]:
+        try:
+            choice.checkpoint, choice.path = load_checkpoint(path), path
+            return choice
+        except DamagedCheckpoint as exc:
+            choice.damaged.append((path, exc.problem))
+    return choice
+
+
+def latest_checkpoint(run_dir: RunDirectory) -> dict | None:
+    """The newest intact checkpoint's payload (see :func:`find_checkpoint`), or None."""
+    return find_checkpoint(run_dir).checkpoint
 
 
 def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: int | None = None,
                changes: dict | None = None, force: bool = False) -> Path:
-    """Continue a run from its latest checkpoint (increment boundary or mid-increment).
+    """Continue a run from its latest intact checkpoint (increment boundary or mid-increment).
+
+    A damaged newer checkpoint is reported in one warning line, renamed to
+    ``<name>.damaged`` and recorded in run.json (``checkpoint_fallbacks``); with no intact
+    checkpoint left, a ConfigError says what is damaged. Refused while another process holds
+    the run's lock.
 
     ``changes`` (top-level keys and ``section.key`` overrides, e.g. a moved ``data_root``)
     and any edit of ``config.json`` since the checkpoint are refused unless ``force``; a
@@ -147,22 +214,39 @@ def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: i
     """
     ctx = init_from_env()
     run_dir = RunDirectory(Path(path), read_only=not ctx.is_main)
-    if not ctx.is_main:
-        reporter = None
+    reporter = reporter if ctx.is_main and reporter is not None else Reporter(enabled=False)
     for name in ("config.json", "run.json"):
         if not (run_dir.path / name).is_file():
             raise ConfigError(f"--resume {run_dir.path}: not a cl-fir run directory (missing {name})")
-    where = f"{run_dir.path}/config.json"
+    if ctx.is_main:   # held from here until this function returns or raises
+        run_dir.lock_for_resume()
+        if run_dir.lock.took_over is not None:
+            reporter.warn(run_dir.lock.describe_takeover())
     try:
-        saved = json.loads((run_dir.path / "config.json").read_text())
-        info = json.loads((run_dir.path / "run.json").read_text())
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"--resume {run_dir.path}: unreadable config.json or run.json ({exc})") from None
-    cfg = config_from_dict(saved, where)
+        return _resume(run_dir, ctx, reporter, stop_after, changes, force)
+    finally:
+        if ctx.is_main:
+            run_dir.release_lock()
+
+
+def _resume(run_dir: RunDirectory, ctx, reporter: Reporter, stop_after: int | None, changes: dict | None,
+            force: bool) -> Path:
+    saved = readback.read_json(run_dir.path / "config.json")
+    info = readback.read_json(run_dir.path / "run.json")
+    cfg = config_from_dict(saved, f"{run_dir.path}/config.json")
     if info.get("status") == "complete":
         raise ConfigError(f"--resume {run_dir.path}: the run is already complete")
     run_dir.remove_temporaries()
-    checkpoint = latest_checkpoint(run_dir)
+    choice = find_checkpoint(run_dir)
+    checkpoint = choice.checkpoint
+    if choice.damaged:
+        listed = "; ".join(f"{p} is damaged: {problem}" for p, problem in choice.damaged)
+        if checkpoint is None:
+            raise ConfigError(f"--resume {run_dir.path}: no intact checkpoint is left ({listed}); start the run "
+                              f"again with its options and --overwrite (its settings are in "
+                              f"{run_dir.path / 'config.json'})")
+        if ctx.is_main:
+            reporter.warn(f"{listed}; continuing from {choice.path.name} ({choice.position()})")
     changes = dict(changes or {})
     fixed = [k for k in changes if k in IDENTITY_KEYS]
     if fixed:
@@ -183,9 +267,24 @@ def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: i
                               f"recorded in run.json)")
         info.setdefault("resumed_with_changes", []).append({"at": now(), "changes": diff})
         run_dir.write_config(cfg.to_dict())
+    if choice.damaged and not run_dir.read_only:
+        info.setdefault("checkpoint_fallbacks", []).append({
+            "at": now(),
+            "damaged": [{"file": _relative(run_dir, p), "problem": problem} for p, problem in choice.damaged],
+            "resumed_from": _relative(run_dir, choice.path), "position": choice.position()})
+        run_dir.write_info(info)   # recorded before the damaged files are moved aside
+        for damaged, _ in choice.damaged:   # kept for inspection, out of the way of the next resume
+            with contextlib.suppress(OSError):
+                damaged.replace(damaged.with_name(damaged.name + ".damaged"))
+    if checkpoint is not None:
+        info["last_checkpoint"] = {"file": _relative(run_dir, choice.path), "position": choice.position()}
     info.update(status="running", resumed=now())
     info.pop("error", None)
-    return _run(cfg, run_dir, info, reporter or Reporter(enabled=False), checkpoint, stop_after)
+    return _run(cfg, run_dir, info, reporter, checkpoint, stop_after)
+
+
+def _relative(run_dir: RunDirectory, path: Path) -> str:
+    return str(path.relative_to(run_dir.path)) if path.is_relative_to(run_dir.path) else str(path)
 
 
 def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_end=None,
@@ -283,8 +382,11 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
                 reference = find_reference_run(Path(cfg.output_dir), spec.name, cfg.seed, cfg.strategy)
                 info["cost_ratio"] = reference.ratios(cost.totals()) if reference else None
             run_dir.write_results(info, results, cost.to_dict())
-            _checkpoint(run_dir, loop, inc.index, results, cost, cfg)
-            (run_dir.checkpoint_dir / "step.pt").unlink(missing_ok=True)
+            path = _checkpoint(run_dir, loop, inc.index, results, cost, cfg,
+                               final=results.increments_done == len(scenario.increments))
+            info["last_checkpoint"] = {"file": f"checkpoints/{path.name}",
+                                       "position": f"end of increment {inc.index + 1}"}
+            _unlink(run_dir.checkpoint_dir / "step.pt")
             info.pop("last_step_checkpoint", None)
             run_dir.write_info(info)
             d = results.derived()
@@ -301,6 +403,8 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
                 "kind": "step", **loop.position_state(), "results": results.state_dict(), "config": cfg.to_dict()})
             info["last_step_checkpoint"] = {"increment": loop.increment.index + 1, "epoch": loop.epoch + 1,
                                             "step": loop.step_in_epoch, "iteration": loop.iteration, "at": now()}
+            info["last_checkpoint"] = {"file": "checkpoints/step.pt", "position": (
+                f"increment {loop.increment.index + 1}, epoch {loop.epoch + 1}, step {loop.step_in_epoch}")}
             run_dir.write_info(info)
 
         loop.on_increment_end = on_increment_end
@@ -310,6 +414,7 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
                 loop.load_state_dict(checkpoint["loop"])
             results.load_state_dict(checkpoint["results"])
             cost.load(checkpoint["cost"])
+            info["increments_done"] = results.increments_done   # less than before if a newer one was damaged
         stop = len(scenario.increments) if stop_after is None else min(len(scenario.increments), start + stop_after)
         with stop_on_signals(loop, reporter):
             loop.run(start, stop, resume=checkpoint if mid_increment else None)
@@ -321,23 +426,30 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             run_dir.write_info(info)
             reporter.log(f"stopped after increment {stop}; continue with: cl-fir run --resume {run_dir.path}")
         return run_dir.path
-    except TrainingError as exc:
-        step = info.get("last_step_checkpoint")
-        last = (f"increment {step['increment']}, epoch {step['epoch']}, step {step['step']}" if step else
-                f"end of increment {info['increments_done']}" if info.get("increments_done") else "none yet")
-        exc.args = (f"{exc}; run {run_dir.path}, last good checkpoint: {last}",)
-        _record_failure(run_dir, info, exc)
+    except (TrainingError, OutputError) as exc:
+        last = info.get("last_checkpoint", {}).get("position", "none yet")
+        message = f"{exc}; run {run_dir.path}, last good checkpoint: {last}"
+        if isinstance(exc, OutputError):
+            message += f"; once it can be written again, continue with: cl-fir run --resume {run_dir.path}"
+        exc.args = (message,)
+        if not _record_failure(run_dir, info, exc):
+            exc.args = (f"{message}; run.json could not be updated either (its status may still say running)",)
         raise
     except BaseException as exc:
         _record_failure(run_dir, info, exc)
         raise
 
 
-def _record_failure(run_dir: RunDirectory, info: dict, exc: BaseException) -> None:
+def _record_failure(run_dir: RunDirectory, info: dict, exc: BaseException) -> bool:
+    """Mark the run failed (or interrupted) in run.json; False if that cannot be written either."""
     info["status"] = "failed" if not isinstance(exc, KeyboardInterrupt) else "interrupted"
     info["error"] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
     info["finished"] = now()
-    run_dir.write_info(info)
+    try:
+        run_dir.write_info(info)
+    except OSError:
+        return False
+    return True
 
 
 @contextlib.contextmanager
@@ -375,8 +487,10 @@ def _backbones(model) -> list[FeatureMapBackbone]:
 
 
 def _checkpoint(run_dir: RunDirectory, loop: TrainingLoop, increment: int, results: RunResults, cost: CostMeter,
-                cfg: RunConfig) -> None:
-    """Everything needed to continue after this increment; only the latest is kept."""
+                cfg: RunConfig, final: bool) -> Path:
+    """Everything needed to continue after this increment. The new file is verified before it
+    replaces anything; the previous increment's is kept as well (a fallback should the newest
+    be damaged later) until the run is complete."""
     path = run_dir.checkpoint_dir / f"increment_{increment + 1}.pt"
     save_checkpoint(path, {
         "increment": increment,
@@ -386,6 +500,16 @@ def _checkpoint(run_dir: RunDirectory, loop: TrainingLoop, increment: int, resul
         "rng": rng_state(),
         "config": cfg.to_dict(),
     })
+    keep = {path.name} if final else {path.name, f"increment_{increment}.pt"}
     for old in run_dir.checkpoint_dir.glob("increment_*.pt"):
-        if old != path:
-            old.unlink()
+        if old.name not in keep:
+            with contextlib.suppress(OSError):   # an old file left over costs only disk space
+                old.unlink()
+    return path
+
+
+def _unlink(path: Path) -> None:
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as exc:
+        raise output_error(path, exc) from None

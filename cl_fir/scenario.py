@@ -33,7 +33,6 @@ evaluation set: query and candidate sets (ranking protocol, MAP) or test triplet
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset
 
-from cl_fir import avalanche_compat
+from cl_fir import avalanche_compat, readback
 from cl_fir.config import SECTIONS, RunConfig, apply_section
 from cl_fir.data.asen_meta import AsenMetaDataset, AttributeMeta, SampleTable
 from cl_fir.data.combined import CombinedSource
@@ -100,10 +99,7 @@ def _read_scenario_toml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     """The file's tables; with ``extends = "<scenario or path>"``, merged over that scenario's
     (tables merged key by key, this file winning; a ``groups`` or ``attributes`` split in
     ``[increments]`` replaces the base's split)."""
-    try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+    raw = readback.read_toml(path)
     base_name = raw.pop("extends", None)
     if base_name is None:
         return raw

@@ -3,7 +3,9 @@
 One process per cell, so a crash or a bad option in one cell never stops the others.
 Before a cell starts its folder is looked at: a complete run is skipped, a run with a
 checkpoint is resumed (``--resume``), anything else starts afresh. Logs go to
-``<output-dir>/sweep_logs/``; the sweep ends with ``compare`` over its cells.
+``<output-dir>/sweep_logs/``; the sweep ends with ``compare`` over its cells, skipping
+(and listing) any whose files read back damaged. A cell whose folder another process is
+running (the run lock) fails with one line saying so.
 
 Two things are done once for all cells: each scenario's data is prepared (a generated
 dataset rendered, every image checked) before the first cell starts, so cells running at
@@ -20,7 +22,6 @@ have cl-fir installed and see the same output folder, e.g. a shared file system)
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -29,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cl_fir.errors import ConfigError
+from cl_fir import readback
+from cl_fir.errors import CLFirError, ConfigError
 
 BACKENDS = ("local", "ray")
 
@@ -80,15 +82,16 @@ def plan(strategies: list[str], scenarios: list[str], seeds: list[int], output_d
 
 
 def _action(run_dir: Path) -> str:
+    """skip (complete), resume (has a checkpoint) or run. A folder whose run.json is damaged
+    but holds checkpoints is resumed, not overwritten: the resume says what is damaged."""
+    has_checkpoint = (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.pt"))
     try:
-        info = json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return "run"
+        info = readback.read_json(run_dir / "run.json")
+    except CLFirError:
+        return "resume" if has_checkpoint else "run"
     if info.get("status") == "complete":
         return "skip"
-    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").glob("*.pt")):
-        return "resume"
-    return "run"
+    return "resume" if has_checkpoint else "run"
 
 
 def command(cell: Cell, sweep: SweepPlan) -> list[str]:

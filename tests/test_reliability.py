@@ -1,12 +1,15 @@
 """Interrupted runs: SIGTERM saves a checkpoint and stops; SIGKILL at random points never
 leaves a partial result file, and resuming always ends with exactly the uninterrupted
-run's results. Also --resume with a changed configuration, and --deterministic."""
+run's results, even when the latest checkpoint is damaged after a kill. A second process
+on a running run's folder is refused. Also checkpoint integrity checks, --resume with a
+changed configuration, and --deterministic."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -30,13 +33,20 @@ def _cli(*args: str) -> subprocess.Popen:
                             env=env, text=True)
 
 
-def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> bool:
+def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60, also=lambda: True) -> bool:
     end = time.time() + timeout
     while time.time() < end and proc.poll() is None:
-        if path.exists():
+        if path.exists() and also():
             return True
         time.sleep(0.02)
-    return path.exists()
+    return path.exists() and also()
+
+
+def _mtime(path: Path) -> int:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0
 
 
 def _assert_files_whole(run_dir: Path) -> None:
@@ -61,6 +71,10 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_identically(reference, t
     proc = _cli("run", "--strategy", "mcl_fir", "--scenario", str(tiny_scenario), "--output-dir", str(tmp_path), *ARGS)
     run_dir = tmp_path / "tiny" / "mcl_fir" / "seed0"
     assert _wait_for(run_dir / "checkpoints" / "step.pt", proc)
+    second = runner.invoke(app, ["run", "--resume", str(run_dir), "--quiet"])   # e.g. a sweep retried by hand
+    if proc.poll() is None:
+        assert second.exit_code == 2, second.output
+        assert f"is in use by another cl-fir run (pid {proc.pid}" in second.output
     proc.send_signal(signal.SIGTERM)
     output, _ = proc.communicate(timeout=60)
     if proc.returncode == 0:
@@ -76,31 +90,49 @@ def test_sigterm_saves_a_checkpoint_and_resume_finishes_identically(reference, t
 
 
 def test_sigkill_at_random_points_then_resume_gives_the_same_results(reference, tiny_scenario, tmp_path):
+    """Kills at random points; the second kill lands in increment 2 and the checkpoint it
+    leaves behind (step.pt, the newest) is then truncated: the next resume reports it and
+    goes back to increment 1's checkpoint. The results are still the uninterrupted run's."""
     rng = random.Random(20261122)
     run_dir = tmp_path / "tiny" / "mcl_fir" / "seed0"
+    step, first = run_dir / "checkpoints" / "step.pt", run_dir / "checkpoints" / "increment_1.pt"
     start = ["run", "--strategy", "mcl_fir", "--scenario", str(tiny_scenario), "--output-dir", str(tmp_path), *ARGS]
-    kills = 0
+    kills, damaged_at, outputs = 0, None, []
     for attempt in range(12):
         resumable = (run_dir / "run.json").exists()
         proc = _cli(*(["run", "--resume", str(run_dir), "--quiet"] if resumable else start + ["--overwrite"]))
-        if kills < 4 and _wait_for(run_dir / "checkpoints" / "step.pt", proc):
-            time.sleep(rng.uniform(0.0, 0.6))     # somewhere in training, evaluation or a checkpoint write
+        if kills == 1:      # in increment 2, then damage the checkpoint the kill leaves
+            ready = _wait_for(step, proc, also=first.exists)
+        else:               # after the damage: once this process has written a checkpoint of its own
+            ready = kills < 4 and _wait_for(step, proc, also=lambda: damaged_at is None or _mtime(step) > damaged_at)
+        if ready:
+            time.sleep(rng.uniform(0.0, 0.1 if kills == 1 else 0.6))   # training, evaluation or a checkpoint write
             if proc.poll() is None:
                 proc.kill()
-                proc.wait()
+                outputs.append(proc.communicate()[0])
                 kills += 1
                 _assert_files_whole(run_dir)
+                if kills == 2 and step.exists() and first.exists():
+                    step.write_bytes(step.read_bytes()[:1000])
+                    damaged_at = step.stat().st_mtime_ns
                 continue
         output, _ = proc.communicate(timeout=120)
+        outputs.append(output)
         if proc.returncode == 0:
             break
         assert False, output
     assert kills >= 2, "the run always finished before it could be killed; make it longer"
+    assert damaged_at is not None, "the second kill did not leave a mid-increment-2 checkpoint to damage"
+    after = "\n".join(outputs[2:])
+    assert "step.pt is damaged: truncated" in after and "continuing from increment_1.pt" in after, after
+    assert "took over the stale lock" in after                       # every kill left its lock behind
+    assert "Traceback" not in "\n".join(outputs)
     info = json.loads((run_dir / "run.json").read_text())
     assert info["status"] == "complete"
+    assert info["checkpoint_fallbacks"][0]["damaged"][0]["file"] == "checkpoints/step.pt"
     assert (run_dir / "matrix.csv").read_text() == (reference / "matrix.csv").read_text()
     assert (run_dir / "metrics.csv").read_text() == (reference / "metrics.csv").read_text()
-    assert not list(run_dir.rglob(".*.tmp"))
+    assert not list(run_dir.rglob(".*.tmp")) and not (run_dir / ".cl-fir.lock").exists()
 
 
 def test_resume_refuses_a_changed_configuration_unless_forced(tiny_scenario, tmp_path):
@@ -149,3 +181,43 @@ def test_non_finite_loss_stops_with_a_clear_message(tiny_scenario, tmp_path, nan
     run_dir = tmp_path / "tiny" / "finetune" / "seed0"
     assert json.loads((run_dir / "run.json").read_text())["status"] == "failed"
     assert (run_dir / "checkpoints" / "increment_1.pt").exists()
+
+
+def test_checkpoint_damage_is_found_before_loading(tmp_path):
+    import zipfile
+
+    import torch
+
+    from cl_fir.engine.checkpoint import DamagedCheckpoint, load_checkpoint, save_checkpoint
+
+    path = tmp_path / "increment_1.pt"
+    save_checkpoint(path, {"increment": 0, "w": torch.arange(4096.0)})
+    good = path.read_bytes()
+    with zipfile.ZipFile(path) as archive:
+        record = max(archive.infolist(), key=lambda r: r.file_size)
+    flipped = bytearray(good)
+    flipped[record.header_offset + 100 + record.file_size // 2] ^= 0x01
+    damage = {b"": "empty file (0 bytes)", good[: len(good) // 2]: "truncated",
+              good[:-1]: "truncated", bytes(flipped): "fails its CRC32 check", b"<html>": "not a torch checkpoint"}
+    for data, problem in damage.items():
+        path.write_bytes(data)
+        with pytest.raises(DamagedCheckpoint, match=re.escape(problem)):
+            load_checkpoint(path)
+    path.write_bytes(good)
+    assert torch.equal(load_checkpoint(path)["w"], torch.arange(4096.0))
+    torch.save({"increment": 2}, path)                  # written by an older cl-fir: a plain torch file
+    assert load_checkpoint(path)["increment"] == 2
+
+
+def test_the_run_lock_is_held_once_and_released(tmp_path):
+    from cl_fir.errors import ConfigError
+    from cl_fir.report.run_lock import LOCK_NAME, RunLock
+
+    lock = RunLock.acquire(tmp_path)
+    owner = json.loads((tmp_path / LOCK_NAME).read_text())
+    assert owner["pid"] == os.getpid() and owner["host"]
+    with pytest.raises(ConfigError, match=f"in use by another cl-fir run \\(pid {os.getpid()}"):
+        RunLock.acquire(tmp_path)
+    lock.release()
+    assert not (tmp_path / LOCK_NAME).exists()
+    RunLock.acquire(tmp_path).release()

@@ -16,7 +16,8 @@ Levels:
 A listed path that does not exist is also looked up with the other usual extensions
 (``.jpg``/``.jpeg``/``.png``, either case): mirrors re-encode images and keep the
 file lists. Results are cached per list of paths and level, keyed by every file's size
-and modification time, so only the first run on a dataset pays for the check.
+and modification time, so only the first run on a dataset pays for the check; a damaged
+cache file is ignored and the images are checked again.
 """
 
 from __future__ import annotations
@@ -162,10 +163,11 @@ def _signature(resolved, level: str) -> str:
 
 
 def _read_cache(path: Path, signature: str) -> dict[int, str] | None:
+    """The cached result, or None when there is none or it is damaged (the check then runs again)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        if data.get("version") != _CHECK_VERSION or data.get("signature") != signature:
+            return None
+        return {int(i): str(r) for i, r in data["bad"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if data.get("version") != _CHECK_VERSION or data.get("signature") != signature:
-        return None
-    return {int(i): str(r) for i, r in data.get("bad", {}).items()}

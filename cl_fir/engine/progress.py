@@ -6,6 +6,7 @@ import contextlib
 from typing import Callable, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -18,6 +19,10 @@ class Reporter:
     def log(self, message: str) -> None:
         if self.enabled:
             self.console.print(message, highlight=False)
+
+    def warn(self, message: str) -> None:
+        """One ``warning:`` line, shown even with progress output off (``--quiet``)."""
+        self.console.print(f"[yellow]warning:[/yellow] {escape(message)}", highlight=False)
 
     @contextlib.contextmanager
     def task(self, total: int, description: str) -> Iterator[Callable[..., None]]:

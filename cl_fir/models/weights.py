@@ -54,10 +54,14 @@ def load_local_weights(backbone: FeatureMapBackbone, path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"--weights {path}: file not found")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"--weights {path}: empty file (0 bytes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is a user error here
-        raise ConfigError(f"--weights {path}: not a readable torch checkpoint ({exc})") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0].rstrip(".")[:200]
+        raise ConfigError(f"--weights {path}: not a readable torch checkpoint, truncated or damaged? "
+                          f"({type(exc).__name__}: {first})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

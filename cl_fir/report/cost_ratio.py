@@ -40,7 +40,7 @@ def find_reference_run(output_dir: Path, scenario: str, seed: int, strategy: str
             if info.get("status") == "complete" and int(info.get("seed", -1)) == seed:
                 cost = json.loads((info_path.parent / "cost.json").read_text())
                 return ReferenceRun(info_path.parent, cost["total"])
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):   # a damaged run is no reference
             continue
     return None
 
