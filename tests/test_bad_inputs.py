@@ -443,7 +443,7 @@ def test_compare_skips_and_lists_damaged_runs(ctx):
     [warning] = _warnings(res.output)
     assert "skipped a damaged run" in warning and f"{bad}/cost.json: not valid JSON" in warning
     table = (ctx["tmp"] / "cmp" / "comparison.md").read_text()
-    assert "| tiny | finetune | 0 | MAP@all |" in table                  # one seed-0 run, not two
+    assert "| tiny | finetune | InfoNCE (tau 0.3), label-aware | 0 | MAP@all |" in table   # one seed-0 run, not two
     assert "Traceback" not in res.output
 
 
