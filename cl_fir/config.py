@@ -169,6 +169,8 @@ class RunConfig:
              self.transforms.decode),
             (self.transforms.normalize in ("auto", "workers", "device"), "transforms.normalize",
              "auto, workers or device", self.transforms.normalize),
+            (self.transforms.cache_decoded_mb >= 0, "transforms.cache_decoded_mb", "an integer >= 0 (MiB)",
+             self.transforms.cache_decoded_mb),
             (self.precision in ("auto", "fp32", "bf16"), "precision (--precision)", "auto, fp32 or bf16",
              self.precision),
         ]

@@ -37,6 +37,10 @@ class TransformConfig:
     # device; normalised there, same values: data/pixels.py); "auto": device when training on
     # CUDA, else workers. With decode = "device" normalisation is always on the device.
     normalize: str = "auto"
+    # Keep decoded images in memory, up to this many MiB of pixels per process (0: off), and
+    # reuse them instead of decoding the file again (worker decoding only): for small datasets
+    # read many times, such as the synthetic ones. Same pixels either way.
+    cache_decoded_mb: int = 0
 
 
 def resolve_normalize(cfg: TransformConfig, device: torch.device) -> TransformConfig:
@@ -100,12 +104,14 @@ def build_transforms(cfg: TransformConfig):
 
 def build_reader(cfg: TransformConfig):
     """How datasets read an image file (in a loader worker): PIL, with draft decoding when
-    ``jpeg_draft`` is on; or, for ``decode = "device"``, the file's bytes. The train and
+    ``jpeg_draft`` is on, keeping decoded images when ``cache_decoded_mb`` > 0; or, for
+    ``decode = "device"``, the file's bytes. The train and
     eval transforms then work on what it returns."""
     if cfg.decode == "device":
         from cl_fir.data.device_decoding import EncodedReader
 
         return EncodedReader()
-    from cl_fir.data.image_dataset import PilReader
+    from cl_fir.data.image_dataset import CachingReader, PilReader
 
-    return PilReader(draft_min_side(cfg))
+    reader = PilReader(draft_min_side(cfg))
+    return CachingReader(reader, cfg.cache_decoded_mb << 20) if cfg.cache_decoded_mb > 0 else reader
