@@ -355,13 +355,13 @@ def _draw_neck(spec: GarmentSpec, P: _Canvas, mask_draw, fabric_draw, colours, l
         return
     if attr == "neckline_design":
         if name == "round":
-            cut("ellipse", P.box(-0.26, -0.16, 0.26, 0.3))
+            cut("ellipse", P.box(-0.28, -0.18, 0.28, 0.34))
         elif name == "v_neck":
-            cut("polygon", [P(-0.24, -0.06), P(0.24, -0.06), P(0.0, 0.62)])
+            cut("polygon", [P(-0.26, -0.06), P(0.26, -0.06), P(0.0, 0.72)])
         elif name == "square":
-            cut("rectangle", P.box(-0.25, -0.06, 0.25, 0.34))
+            cut("rectangle", P.box(-0.28, -0.06, 0.28, 0.4))
         elif name == "boat":
-            cut("ellipse", P.box(-0.48, -0.12, 0.48, 0.12))
+            cut("ellipse", P.box(-0.5, -0.13, 0.5, 0.13))
     elif attr == "neck_design":
         if name in ("turtle", "low_turtle", "ruffle"):
             height = {"turtle": 0.3, "low_turtle": 0.18, "ruffle": 0.24}[name]
