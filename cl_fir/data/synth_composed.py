@@ -43,7 +43,7 @@ _TEMPLATES = {
     "lapel_design": ("with a {v} lapel", "change to a {v} lapel"),
 }
 _WORDS = {"h_stripes": "horizontal stripes", "v_stripes": "vertical stripes", "three_quarter": "three quarter",
-          "v_neck": "v neck", "high_waist": "high waist", "low_turtle": "low turtle", "plus_size_shawl": "wide shawl"}
+          "v_neck": "v neck", "off_shoulder": "off the shoulder", "high_waist": "high waist", "low_turtle": "low turtle", "plus_size_shawl": "wide shawl"}
 
 
 @dataclass

@@ -18,7 +18,7 @@ coat_length     coat                           full      invisible, high_waist, 
 pant_length     trousers                       full      invisible, short, knee, cropped, full
 collar_design   top                            close-up  invisible, shirt, peter_pan, band, puritan
 lapel_design    coat                           close-up  invisible, notched, collarless, shawl, plus_size_shawl
-neckline_design top 60%, dress 40%             close-up  invisible, round, v_neck, square, boat
+neckline_design top 60%, dress 40%             close-up  invisible, round, v_neck, square, off_shoulder
 neck_design     top 60%, dress 40%             close-up  invisible, turtle, low_turtle, ruffle, draped
 =============== ============================== ========= ===============================================
 
@@ -68,7 +68,7 @@ ATTRIBUTES: dict[str, list[str]] = {
     "pant_length": ["invisible", "short", "knee", "cropped", "full"],
     "collar_design": ["invisible", "shirt", "peter_pan", "band", "puritan"],
     "lapel_design": ["invisible", "notched", "collarless", "shawl", "plus_size_shawl"],
-    "neckline_design": ["invisible", "round", "v_neck", "square", "boat"],
+    "neckline_design": ["invisible", "round", "v_neck", "square", "off_shoulder"],
     "neck_design": ["invisible", "turtle", "low_turtle", "ruffle", "draped"],
 }
 ATTRIBUTE_NAMES = list(ATTRIBUTES)
@@ -103,7 +103,7 @@ _HIDDEN_ANYWAY = 0.1
 
 # Geometry, in units of the shoulder width (upper garments) or waist width (lower garments);
 # y grows downwards from the shoulder line (upper) or the waistband (lower).
-_SLEEVE = {"sleeveless": 0.0, "short": 0.3, "elbow": 0.58, "three_quarter": 0.86, "long": 1.14}
+_SLEEVE = {"sleeveless": 0.0, "short": 0.28, "elbow": 0.6, "three_quarter": 0.92, "long": 1.24}
 _SKIRT = {"mini": 0.45, "knee": 0.85, "midi": 1.25, "ankle": 1.7}            # below the waist
 _COAT = {"high_waist": 0.78, "hip": 1.08, "knee": 1.4, "ankle": 1.75}        # below the shoulders
 _PANT = {"short": 0.55, "knee": 0.88, "cropped": 1.2, "full": 1.5}            # below the waistband
@@ -295,15 +295,15 @@ def _upper_outline(spec: GarmentSpec, drawn: dict[str, int], P: _Canvas) -> tupl
 
 #: Skin tones of the wearer's neck, chest and arms (seen through necklines and below sleeves).
 _SKIN = ((241, 194, 167), (224, 172, 105), (198, 134, 66), (141, 85, 36), (255, 219, 172))
-_ARM = 1.32                # arm length from the shoulder, in shoulder widths: longer than any sleeve
+_ARM = 1.42                # arm length from the shoulder, in shoulder widths: longer than any sleeve
 
 
 def _wearer(spec: GarmentSpec, P: _Canvas) -> list[list]:
     """Skin polygons under an upper garment: the neck and chest (seen through a neckline) and
     both arms (seen below the sleeves, so a sleeve's end is a fabric-to-skin edge, as in photos)."""
     sh = 0.56 if spec.garment == "coat" else 0.5
-    parts = [[P(-0.13, -0.6), P(0.13, -0.6), P(0.13, 0.0), P(0.3, 0.05), P(0.3, 0.75), P(-0.3, 0.75),
-              P(-0.3, 0.05), P(-0.13, 0.0)]]
+    parts = [[P(-0.13, -0.6), P(0.13, -0.6), P(0.13, 0.0), P(sh - 0.04, 0.04), P(sh - 0.04, 0.75),
+              P(-sh + 0.04, 0.75), P(-sh + 0.04, 0.04), P(-0.13, 0.0)]]
     theta = math.radians(62)
     dx, dy = math.cos(theta) * _ARM, math.sin(theta) * _ARM
     for side in (1, -1):
@@ -360,8 +360,9 @@ def _draw_neck(spec: GarmentSpec, P: _Canvas, mask_draw, fabric_draw, colours, l
             cut("polygon", [P(-0.26, -0.06), P(0.26, -0.06), P(0.0, 0.72)])
         elif name == "square":
             cut("rectangle", P.box(-0.28, -0.06, 0.28, 0.4))
-        elif name == "boat":
-            cut("ellipse", P.box(-0.5, -0.13, 0.5, 0.13))
+        elif name == "off_shoulder":   # the shoulders bare: the garment starts below them
+            mask_draw.polygon([P(-0.7, -0.2), P(0.7, -0.2), P(0.7, 0.2), P(-0.7, 0.2)], fill=0)
+            fabric_draw.line([P(-0.62, 0.2), P(0.62, 0.2)], fill=dark, width=line_w * 3)
     elif attr == "neck_design":
         if name in ("turtle", "low_turtle", "ruffle"):
             height = {"turtle": 0.3, "low_turtle": 0.18, "ruffle": 0.24}[name]
