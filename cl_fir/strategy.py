@@ -21,6 +21,7 @@ import torch
 
 from cl_fir.config import RunConfig, apply_section
 from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
+from cl_fir.engine.seeding import Stream
 from cl_fir.losses import composed_loss, doublet_infonce, multi_similarity_loss
 from cl_fir.models import build_model
 from cl_fir.models.retrieval_model import build_composed_model
@@ -92,9 +93,9 @@ class Strategy:
         if loop.scenario.protocol == "composed":
             return dataset, ComposedBatchSampler(table, loop.cfg.train.batch_size,
                                                  self.doublets_per_epoch(loop, len(sources)),
-                                                 loop.epoch_seed(epoch, stream=0))
+                                                 loop.epoch_seed(epoch, Stream.DOUBLETS))
         sampler = DoubletBatchSampler(table, loop.cfg.train.batch_size, self.doublets_per_epoch(loop, len(sources)),
-                                      loop.epoch_seed(epoch, stream=0))
+                                      loop.epoch_seed(epoch, Stream.DOUBLETS))
         return dataset, sampler
 
     # ------------------------------------------------------------ optimisation

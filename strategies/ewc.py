@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
+from cl_fir.engine.seeding import Stream
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
@@ -60,13 +61,13 @@ class EWC(Strategy):
         dataset, table = loop.scenario.training_data([loop.increment.index])
         t = loop.cfg.train
         make = ComposedBatchSampler if loop.scenario.protocol == "composed" else DoubletBatchSampler
-        sampler = make(table, t.batch_size, t.batch_size * self.opts.fisher_batches, loop.epoch_seed(t.epochs, stream=2))
+        sampler = make(table, t.batch_size, t.batch_size * self.opts.fisher_batches, loop.epoch_seed(t.epochs, Stream.FISHER_BATCHES))
         was_training = model.training
         model.eval()
         batches = 0
         try:
             # under torchrun each rank forwards its share; the gradients are the whole batch's on every rank
-            for batch in loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, stream=8),
+            for batch in loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, Stream.FISHER_AUGMENTATION),
                                             shard=loop.batch_shard):
                 images = loop.gradient_pass(batch, self.criterion)
                 for n, p in params.items():

@@ -35,6 +35,7 @@ from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
 from cl_fir.data.samplers import DoubletBatchSampler, MixedDoubletSampler, ViewPairSampler
+from cl_fir.engine.seeding import Stream
 from cl_fir.errors import ConfigError
 from cl_fir.losses import doublet_infonce
 from cl_fir.online_clustering import STAGES, CentroidBank, cluster_loss, modc_stage, simsiam_loss
@@ -119,7 +120,7 @@ class MODC(Strategy):
         for a, (m, valid) in means.items():
             self.bank.set_attribute(a, m, valid)
         if self.predictor is None or self.retrain:
-            self._build_predictor(dim, loop.setup.device, loop.epoch_seed(0, stream=6))
+            self._build_predictor(dim, loop.setup.device, loop.epoch_seed(0, Stream.MODC_PREDICTOR))
         self._unlabelled = None
         self._stats = torch.zeros(3, device=loop.setup.device)   # read once per epoch, not per step
         last = modc_stage(loop.cfg.train.epochs - 1, self.opts.warmup_epochs, self.opts.supervised_epochs,
@@ -165,9 +166,9 @@ class MODC(Strategy):
         n_views = max(1, min(B - 1, int(round(B * self.opts.view_fraction))))
         self._n_doublets = B - n_views
         steps = max(1, self.doublets_per_epoch(loop, len(sources)) // B)
-        samplers = [DoubletBatchSampler(table, self._n_doublets, steps * self._n_doublets, loop.epoch_seed(epoch, 0),
+        samplers = [DoubletBatchSampler(table, self._n_doublets, steps * self._n_doublets, loop.epoch_seed(epoch, Stream.DOUBLETS),
                                         min_batch_size=1),
-                    ViewPairSampler(np.concatenate(pool), n_views, steps, loop.epoch_seed(epoch, 5))]
+                    ViewPairSampler(np.concatenate(pool), n_views, steps, loop.epoch_seed(epoch, Stream.MODC_VIEW_PAIRS))]
         return dataset, MixedDoubletSampler(samplers)
 
     # ------------------------------------------------------------ losses

@@ -35,6 +35,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from cl_fir.clustering import (bisect_clusters, centroids_of, cluster_with_retries, relabel_by_centroids,
                                relabel_by_overlap)
+from cl_fir.engine.seeding import Stream
 from cl_fir.evaluation.evaluator import embed_batches
 from cl_fir.models.dnc_head import UNMASKED
 
@@ -104,7 +105,7 @@ class DataDivision:
         for rows, labels in self.assignments.values():
             row_group[rows] = labels
         clusters = [g for g in range(int(row_group.max()) + 1) if sampler.can_draw(row_group, g)] or [0]
-        rng = np.random.default_rng(loop.epoch_seed(epoch, stream=4))
+        rng = np.random.default_rng(loop.epoch_seed(epoch, Stream.DIVISION_SCHEDULE))
         schedule = np.resize(rng.permutation(clusters), len(sampler))
         if self._tagged is None or self._tagged.dataset is not dataset:   # one object per dataset: the epoch
             self._tagged = GroupTaggedDataset(dataset)                     # loader keeps its workers
@@ -122,7 +123,7 @@ class DataDivision:
             self.clustered_at = epoch
             return
         feats = self.features(loop, dataset, rows)
-        seed = loop.epoch_seed(epoch, stream=5)
+        seed = loop.epoch_seed(epoch, Stream.DIVISION_KMEANS)
         sizes = []
         for a in attributes:
             head = self.head_of(a)

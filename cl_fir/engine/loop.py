@@ -29,7 +29,7 @@ from cl_fir.engine.epoch_loader import EpochLoader
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.engine.progress import Reporter
-from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
+from cl_fir.engine.seeding import Stream, derive_seed, rng_state, set_rng_state, worker_init
 from cl_fir.errors import ConfigError, TrainingError
 from cl_fir.evaluation.evaluator import embed_under_attributes, evaluate_tasks
 from cl_fir.models import RetrievalModel
@@ -148,9 +148,10 @@ class TrainingLoop:
                           collate_fn=collate_images, persistent_workers=persistent and workers > 0,
                           prefetch_factor=self.cfg.train.prefetch_factor if workers > 0 else None)
 
-    def epoch_seed(self, epoch: int, stream: int) -> int:
-        """A seed for one random stream of one epoch of the current increment."""
-        return derive_seed(self.cfg.seed, self.increment.index, epoch, stream)
+    def epoch_seed(self, epoch: int, stream: Stream, *parts: int) -> int:
+        """A seed for one random stream (:class:`~cl_fir.engine.seeding.Stream`) of one epoch of
+        the current increment; ``parts`` split a stream further (e.g. into segments of an epoch)."""
+        return derive_seed(self.cfg.seed, self.increment.index, epoch, stream, *parts)
 
     def reset_model(self) -> None:
         """Restore the initial weights (for strategies that retrain from scratch)."""
@@ -230,14 +231,14 @@ class TrainingLoop:
         for epoch in range(start_epoch, t.epochs):
             self.epoch = epoch
             skip = start_step if epoch == start_epoch else 0
-            torch.manual_seed(self.epoch_seed(epoch, stream=1))   # dropout, strategies' draws (augmentation: below)
+            torch.manual_seed(self.epoch_seed(epoch, Stream.STEP_DRAWS))   # dropout, strategies' draws
             if hasattr(self.model, "set_epoch"):                   # models with a schedule of their own (ASEN++)
                 self.model.set_epoch(epoch)
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
-            loader = epoch_loader.for_epoch(dataset, SeededBatches(sampler, skip, self.epoch_seed(epoch, stream=7),
-                                                                   self.batch_shard))
+            seeds = self.epoch_seed(epoch, Stream.AUGMENTATION)
+            loader = epoch_loader.for_epoch(dataset, SeededBatches(sampler, skip, seeds, self.batch_shard))
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
             self.loss_readback.reset()
