@@ -116,6 +116,9 @@ class TrainingLoop:
         self.scheduler = None
         self.mb_x = self.mb_y = self.mb_task = self.mb_group = self.mb_output = self.mb_features = self.loss = None
         self.mb_local_output = None
+        #: the heads' auxiliary losses (CRT's diversity, ...) recorded by the student's forward of
+        #: the batch; None when there are none
+        self.mb_aux: torch.Tensor | None = None
         #: ``[(weight, embeddings)]`` per branch of models with several (ASEN++), else None
         self.mb_branches = None
         self.mb_target_x = self.mb_text = self.mb_text_features = None     # composed family only
@@ -304,6 +307,7 @@ class TrainingLoop:
             self.mb_text_features = self.model.text_features(self.mb_text, self.setup.device)
             queries = self.model.compose(self.mb_features, self.mb_text_features, self.mb_task)
             self.mb_output = torch.cat([F.normalize(queries.float(), dim=1), self.model.embed_target(self.mb_target_x)])
+        self.mb_aux = auxiliary_loss(self.model)
         return 2 * b
 
     def training_step(self, batch) -> float | None:
@@ -349,6 +353,7 @@ class TrainingLoop:
         with self.setup.autocast():
             grouped = {} if self.mb_group is None else {"groups": self.mb_group}
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
+        self.mb_aux = auxiliary_loss(self.model)    # this forward's own, once (see _backward_and_step)
         self.mb_branches = getattr(self.model, "training_branches", None)
         return self.mb_x.shape[0]
 
@@ -388,9 +393,12 @@ class TrainingLoop:
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)
-        aux = auxiliary_loss(self.model)
-        if aux is not None:                   # heads' own terms (e.g. CRT's diversity), after the strategy's
-            self.loss = self.loss + aux
+        # heads' own terms (e.g. CRT's diversity), after the strategy's: the student's forward of the
+        # batch recorded them once; the strategy's extra passes through the student's heads
+        # (distillation under old attributes) record them again, and those copies are dropped
+        clear_auxiliary(self.model)
+        if self.mb_aux is not None:
+            self.loss = self.loss + self.mb_aux
         where = (self.increment.index, self.epoch, self.step_in_epoch)
         if not self.loss_readback.deferred:   # read at once: a non-finite loss never reaches the weights
             self.loss_readback.push(self.loss, where)
