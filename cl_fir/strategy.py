@@ -151,6 +151,18 @@ class Strategy:
     def before_eval(self, loop: "TrainingLoop") -> None: ...
     def after_eval(self, loop: "TrainingLoop") -> None: ...
 
+    def model_copies(self, loop: "TrainingLoop") -> list[torch.nn.Module]:
+        """The other copies of the model this strategy runs (teachers, frozen old models); the
+        loop keeps them in the student's training phase (ASEN++'s global-only epochs). By
+        default every module held in the strategy's attributes, directly or as the ``module``
+        of a holder such as :class:`~cl_fir.models.ema.EMATeacher`."""
+        found = []
+        for value in vars(self).values():
+            value = getattr(value, "module", value)
+            if isinstance(value, torch.nn.Module):
+                found.append(value)
+        return found
+
     def class_centroids(self, loop: "TrainingLoop") -> dict | None:
         """Centroids the strategy keeps for the tasks trained in this increment (attribute ->
         (values x D, valid values)), used by prioritised retrieval; None: the loop's stored

@@ -235,8 +235,7 @@ class TrainingLoop:
             self.epoch = epoch
             skip = start_step if epoch == start_epoch else 0
             torch.manual_seed(self.epoch_seed(epoch, Stream.STEP_DRAWS))   # dropout, strategies' draws
-            if hasattr(self.model, "set_epoch"):                   # models with a schedule of their own (ASEN++)
-                self.model.set_epoch(epoch)
+            self.set_model_epoch(epoch)
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
@@ -281,6 +280,17 @@ class TrainingLoop:
             images = steps * 2 * t.batch_size
             self.reporter.log(f"  epoch {epoch + 1}/{t.epochs}: loss {self.loss_readback.mean:.4f}, "
                               f"{steps} steps, {images / max(time.perf_counter() - epoch_start, 1e-9):.0f} img/s")
+
+    def set_model_epoch(self, epoch: int) -> None:
+        """Models with a schedule of their own (ASEN++'s global-only epochs) enter ``epoch``'s
+        phase: the student and every other copy the strategy runs (teachers, frozen old models,
+        :meth:`Strategy.model_copies`), so that a teacher's embeddings are comparable with the
+        student's (a copy with the local branch active against a global-only student left
+        cos = 0.78 between identical weights)."""
+        for model in (self.model, *self.strategy.model_copies(self)):
+            for m in model.modules():
+                if hasattr(m, "set_epoch"):
+                    m.set_epoch(epoch)
 
     def forward_batch(self, batch) -> int:
         """Move a batch to the device and run the model: sets ``mb_*`` and returns the number
@@ -355,6 +365,8 @@ class TrainingLoop:
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
         self.mb_aux = auxiliary_loss(self.model)    # this forward's own, once (see _backward_and_step)
         self.mb_branches = getattr(self.model, "training_branches", None)
+        if self.mb_branches is not None:   # taken: a copy of the model (lwf's, modc's old model) cannot hold a graph
+            self.model.training_branches = None
         return self.mb_x.shape[0]
 
     def gradient_pass(self, batch, loss: Callable[["TrainingLoop"], torch.Tensor]) -> int:
