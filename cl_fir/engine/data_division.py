@@ -21,7 +21,8 @@ train on it, up to ``max_clusters``; an attribute trained again later (replay, s
 keeps its K and is re-clustered at the start of the increment, matched to its masks by
 centroid. A strategy that resets the model (static) resets the division with it.
 
-The clustering pass is counted in the cost (one forward pass per row) and in train time.
+The clustering pass is counted in the cost (one forward pass per row); it runs inside the
+loop's training time.
 """
 
 from __future__ import annotations
@@ -148,8 +149,7 @@ class DataDivision:
             self.assignments[a] = (sel, labels)
             sizes.append(f"{loop.scenario.meta.names[a]} {int((np.bincount(labels, minlength=k) > 0).sum())}")
         self.clustered_at = epoch
-        loop.cost.add_forward_only(len(rows), all_ranks=True)
-        loop.cost.current.train_seconds += time.perf_counter() - start
+        loop.cost.add_forward_only(len(rows), all_ranks=True)   # its time is the loop's training time
         loop.reporter.log(f"  D&C epoch {epoch + 1}: clusters per attribute: {', '.join(sizes)} "
                           f"({time.perf_counter() - start:.1f} s)")
 
@@ -170,7 +170,8 @@ class DataDivision:
 
         try:
             feats = embed_batches(Subset(untransformed_view(dataset), rows.tolist()), forward, loop.setup,
-                                  loop.cfg.eval.batch_size, loop.num_workers, loop.dist)
+                                  loop.cfg.eval.batch_size, loop.num_workers, loop.dist,
+                                  on_wait=loop.cost.add_data_wait)
         finally:
             for m, mode in modes.items():
                 m.training = mode

@@ -171,7 +171,8 @@ class TrainingLoop:
             self.train_increment(inc, resume if resume is not None and resume["increment"] == inc.index else None)
             self.dist.check_in_sync(self.model, f"after increment {inc.index + 1}")
             if self.cfg.eval.mode == "prioritized":
-                self.store_centroids()
+                with self.cost.training_time():    # the centroid pass counts in the training cost
+                    self.store_centroids()
             results = self.evaluate_increment(inc)   # every rank embeds a share; rank 0 scores
             if self.dist.is_main and self.on_increment_end is not None:
                 self.on_increment_end(self, inc, results)
@@ -201,35 +202,56 @@ class TrainingLoop:
             raise RunInterrupted(f"stopped by {stop}; continue with: cl-fir run --resume <run dir>")
 
     def train_increment(self, inc: Increment, resume: dict | None = None) -> None:
-        t = self.cfg.train
+        """Train one increment. Everything it runs is training time (:meth:`CostMeter.training_time`):
+        the strategy's hooks and their extra passes as much as the epochs; only data waits are
+        booked apart."""
         self.increment = inc
-        cost = self.cost.start(inc.index)
-        self.strategy.before_training_exp(self)
-        sources = self.strategy.training_increments(self)
-        self.optimizer, self.scheduler = self.strategy.make_optimizer(self)
-        start_epoch, start_step = 0, 0
-        if resume is not None:   # continue mid-increment: what before_training_exp set up is overwritten
-            self.load_position_state(resume)
-            cost = self.cost.current
-            start_epoch, start_step = resume["epoch"], resume["step"]
-        self.model.train()
-        n_inc = len(self.scenario.increments)
-        names = ", ".join(self.scenario.meta.names[a] for a in inc.attributes)
-        self.reporter.log(f"[bold]increment {inc.index + 1}/{n_inc}[/bold]: {names}"
-                          + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})" if len(sources) > 1 else ""))
-        # one loader and its workers for every epoch on the same dataset (train.persistent_workers)
-        epoch_loader = EpochLoader(self._loader, t.persistent_workers and self.num_workers > 0)
-        try:
-            self._train_epochs(start_epoch, start_step, resume, epoch_loader, cost)
-        finally:
-            epoch_loader.close()
-        self.strategy.after_training_exp(self)
+        self.cost.start(inc.index)
+        with self.cost.training_time():
+            self.strategy.before_training_exp(self)
+            sources = self.strategy.training_increments(self)
+            self.optimizer, self.scheduler = self.strategy.make_optimizer(self)
+            start_epoch, start_step = 0, 0
+            if resume is not None:   # continue mid-increment: what before_training_exp set up is overwritten
+                self.load_position_state(resume)
+                self.cost.restart_training_time()   # the checkpoint's cost holds the time until it
+                start_epoch, start_step = resume["epoch"], resume["step"]
+            self.model.train()
+            n_inc = len(self.scenario.increments)
+            names = ", ".join(self.scenario.meta.names[a] for a in inc.attributes)
+            self.reporter.log(f"[bold]increment {inc.index + 1}/{n_inc}[/bold]: {names}"
+                              + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})"
+                                 if len(sources) > 1 else ""))
+            # one loader and its workers for every epoch on the same dataset (train.persistent_workers)
+            epoch_loader = EpochLoader(self._loader, self.cfg.train.persistent_workers and self.num_workers > 0)
+            try:
+                self._train_epochs(start_epoch, start_step, resume, epoch_loader)
+            finally:
+                epoch_loader.close()
+            self.strategy.after_training_exp(self)
         self.cost.record_peak_memory()
 
-    def _train_epochs(self, start_epoch: int, start_step: int, resume: dict | None, epoch_loader: EpochLoader,
-                      cost) -> None:
+    def timed_batches(self, loader):
+        """The batches of ``loader``, the time spent waiting for each booked as data wait (the
+        training epochs, and strategies' own passes over training data such as EWC's Fisher).
+        The loader's iterator is made at once: making it draws from torch's random state."""
+        batches = iter(loader)
+
+        def timed():
+            while True:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                self.cost.add_data_wait(time.perf_counter() - t0)
+                if batch is None:
+                    return
+                yield batch
+
+        return timed()
+
+    def _train_epochs(self, start_epoch: int, start_step: int, resume: dict | None,
+                      epoch_loader: EpochLoader) -> None:
         """The epochs of the current increment from ``start_epoch`` (``start_step`` steps of
-        it already done when resuming); training time is booked into ``cost``."""
+        it already done when resuming)."""
         t = self.cfg.train
         for epoch in range(start_epoch, t.epochs):
             self.epoch = epoch
@@ -244,18 +266,13 @@ class TrainingLoop:
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
             self.loss_readback.reset()
-            steps, wait = 0, 0.0
-            start = epoch_start = time.perf_counter()   # start: since the last time booked into the cost
+            steps = 0
+            epoch_start = time.perf_counter()
             with self.reporter.task(len(sampler) - skip, f"  epoch {epoch + 1}/{t.epochs}") as advance:
-                batches = iter(loader)
+                batches = self.timed_batches(loader)
                 if skip:   # the random state right after the checkpointed step (strategies' own draws)
                     set_rng_state(resume["rng"])
-                while True:
-                    t0 = time.perf_counter()
-                    batch = next(batches, None)
-                    wait += time.perf_counter() - t0
-                    if batch is None:
-                        break
+                for batch in batches:
                     loss = self.training_step(batch)
                     self.step_in_epoch += 1
                     steps += 1
@@ -264,17 +281,12 @@ class TrainingLoop:
                     stop = self._agreed_stop(poll=self.step_in_epoch % STOP_POLL_STEPS == 0)
                     if self.on_checkpoint is not None and (stop or (every and self.iteration % every == 0)):
                         self.loss_readback.flush()   # never checkpoint weights trained on a non-finite loss
-                        cost.train_seconds += time.perf_counter() - start - wait
-                        cost.data_wait_seconds += wait
-                        start, wait = time.perf_counter(), 0.0
+                        self.cost.book_training_time()
                         self.on_checkpoint(self)
                     self._stop_if_agreed(stop)
             self.loss_readback.flush()
             if self.setup.device.type == "cuda":
                 torch.cuda.synchronize(self.setup.device)
-            elapsed = time.perf_counter() - start
-            cost.train_seconds += elapsed - wait
-            cost.data_wait_seconds += wait
             self.scheduler.step()
             self.strategy.after_training_epoch(self)
             images = steps * 2 * t.batch_size
@@ -453,7 +465,8 @@ class TrainingLoop:
             attributes = sorted(set(table.attributes.tolist()))
             rows_of = {a: np.flatnonzero(table.attributes == a) for a in attributes}
             embedded = embed_under_attributes(self.model, [(Subset(view, rows_of[a].tolist()), a) for a in attributes],
-                                              self.setup, self.cfg.eval.batch_size, self.num_workers, self.dist)
+                                              self.setup, self.cfg.eval.batch_size, self.num_workers, self.dist,
+                                              on_wait=self.cost.add_data_wait)
             for a, emb in zip(attributes, embedded):
                 rows = rows_of[a]
                 values = torch.as_tensor(table.values[rows], device=self.setup.device)

@@ -11,7 +11,8 @@ condition's embedding; triplet accuracy is the primary metric.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+import time
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
@@ -92,16 +93,27 @@ def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
 
 @torch.inference_mode()
 def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_workers: int,
-                  dist: "DistributedContext | None" = None) -> torch.Tensor:
+                  dist: "DistributedContext | None" = None,
+                  on_wait: Callable[[float], None] | None = None) -> torch.Tensor:
     """``forward(images on the device, *the batch's other fields)`` over ``dataset`` in order,
     as one float32 tensor. Under torchrun each rank embeds a contiguous share and every
-    rank gets the whole (sets smaller than the number of ranks are embedded whole by each)."""
+    rank gets the whole (sets smaller than the number of ranks are embedded whole by each).
+    ``on_wait(seconds)`` is told the time spent waiting for each batch (training-side passes
+    book it as data wait)."""
     sharded = dist is not None and dist.enabled and len(dataset) >= dist.world_size
     part = Subset(dataset, dist.shard_rows(len(dataset))) if sharded else dataset
     loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=setup.device.type == "cuda", collate_fn=collate_images)
     chunks = []
-    for images, *other in loader:
+    batches = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        if on_wait is not None:
+            on_wait(time.perf_counter() - t0)
+        if batch is None:
+            break
+        images, *other = batch
         images = setup.to_device(images)
         with setup.autocast():
             chunks.append(forward(images, *other).float())
@@ -124,7 +136,8 @@ class _Tagged(Dataset):
 
 
 def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_size: int, num_workers: int,
-                           dist: "DistributedContext | None" = None) -> list[torch.Tensor]:
+                           dist: "DistributedContext | None" = None,
+                           on_wait: Callable[[float], None] | None = None) -> list[torch.Tensor]:
     """The embeddings of each ``(dataset, attribute)`` in ``sets``, in one pass of one loader
     over all of them (:func:`embed_batches`); batches may mix attributes, which the model
     routes as in training. One loader per evaluation instead of one per query or candidate
@@ -136,7 +149,8 @@ def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_s
     def forward(images, attributes):
         return model(images, setup.from_host(attributes))     # routed by the host's copy of the attributes
 
-    return list(embed_batches(whole, forward, setup, batch_size, num_workers, dist).split([len(d) for d, _ in sets]))
+    embedded = embed_batches(whole, forward, setup, batch_size, num_workers, dist, on_wait)
+    return list(embedded.split([len(d) for d, _ in sets]))
 
 
 def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, float]:
