@@ -22,7 +22,8 @@ import torch
 from cl_fir.config import RunConfig, apply_section
 from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
 from cl_fir.engine.seeding import Stream
-from cl_fir.losses import composed_loss, doublet_infonce, multi_similarity_loss
+from cl_fir.losses import (composed_loss, composed_loss_terms, doublet_infonce, doublet_infonce_terms,
+                           multi_similarity_loss, multi_similarity_terms)
 from cl_fir.models import build_model
 from cl_fir.models.retrieval_model import build_composed_model
 
@@ -134,6 +135,28 @@ class Strategy:
                                          loss_cfg.ms_base, loss_cfg.ms_epsilon)
         labels = loop.mb_y[:B] if self.opts.label_aware else None
         return doublet_infonce(output[:B], output[B:], labels, loss_cfg.temperature)
+
+    def sample_losses(self, loop: "TrainingLoop") -> torch.Tensor:
+        """:meth:`criterion`'s metric loss as one term per sample of the batch (doublet, or
+        triplet for the composed family), each with the whole batch as its context; their mean
+        is the loss. Per-sample gradients are taken of these terms (EWC's empirical Fisher)."""
+        branches = loop.mb_branches
+        if branches and loop.scenario.protocol != "composed":
+            return sum(w * self.metric_terms(loop, out) for w, out in branches)
+        return self.metric_terms(loop, loop.mb_output)
+
+    def metric_terms(self, loop: "TrainingLoop", output: torch.Tensor) -> torch.Tensor:
+        """:meth:`metric_loss` per sample (see :meth:`sample_losses`)."""
+        B = output.shape[0] // 2
+        loss_cfg = loop.cfg.loss
+        if loop.scenario.protocol == "composed":
+            return composed_loss_terms(output[:B], output[B:], loss_cfg, loop.epoch, loop.cfg.train.epochs)
+        if loss_cfg.metric == "multi_similarity":
+            labels = loop.mb_y if self.opts.label_aware else torch.arange(B, device=loop.mb_y.device).repeat(2)
+            return multi_similarity_terms(output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,
+                                          loss_cfg.ms_base, loss_cfg.ms_epsilon)
+        labels = loop.mb_y[:B] if self.opts.label_aware else None
+        return doublet_infonce_terms(output[:B], output[B:], labels, loss_cfg.temperature)
 
     # ------------------------------------------------------------ hooks (Avalanche names)
 

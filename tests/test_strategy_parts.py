@@ -135,20 +135,21 @@ def test_ewc_fisher_anchor_and_penalty(tiny_scenario):
     loop = loop_for("ewc", tiny_scenario, fisher_batches=2)
     loop.run(0, 1)
     ewc = loop.strategy
-    assert ewc.fisher and set(ewc.fisher) == set(ewc.anchor)
-    assert all((f >= 0).all() for f in ewc.fisher.values()) and any(f.sum() > 0 for f in ewc.fisher.values())
+    fisher, anchor = ewc.fishers[0], ewc.anchors[0]
+    assert fisher and set(fisher) == set(anchor)
+    assert all((f >= 0).all() for f in fisher.values()) and any(f.sum() > 0 for f in fisher.values())
     # the penalty is zero at the anchor and positive away from it
     loop.mb_output, loop.loss = torch.zeros(1), torch.zeros(())
     ewc.before_backward(loop)
     assert float(loop.loss.detach()) == 0.0
-    name = next(n for n, f in ewc.fisher.items() if f.sum() > 0)
+    name = next(n for n, f in fisher.items() if f.sum() > 0)
     with torch.no_grad():
         dict(loop.model.named_parameters())[name].add_(1.0)
     loop.loss = torch.zeros(())
     ewc.before_backward(loop)
-    assert float(loop.loss.detach()) == pytest.approx(0.5 * ewc.opts.ewc_lambda * float(ewc.fisher[name].sum()), rel=1e-4)
+    assert float(loop.loss.detach()) == pytest.approx(0.5 * ewc.opts.ewc_lambda * float(fisher[name].sum()), rel=1e-4)
     c = loop.cost.increments[0]
-    assert c.images_backpropagated == c.images_forwarded and c.images_forwarded > c.optimizer_steps * 16
+    assert c.images_backpropagated > c.images_forwarded > c.optimizer_steps * 16
 
 
 def test_replay_buffer_is_class_balanced_and_mixed_into_batches(tiny_scenario):

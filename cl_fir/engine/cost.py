@@ -147,12 +147,22 @@ class CostMeter:
         self.current.optimizer_steps += 1
 
     def add_gradient_pass(self, n: int) -> None:
-        """For strategies: ``n`` images forwarded and back-propagated without a step (e.g. Fisher)."""
+        """For strategies: ``n`` images forwarded and back-propagated once, without a step."""
         n *= self.replicas
         c = self.current
         c.images_forwarded += n
         c.images_backpropagated += n
         c.train_flops += 3.0 * self.forward_flops * n
+
+    def add_sample_gradients(self, n: int, samples: int) -> None:
+        """For strategies: ``n`` images forwarded once, then back-propagated once per sample of
+        the batch (per-sample gradients, e.g. EWC's empirical Fisher): ``n * samples`` images
+        back-propagated, each backward costing about twice the forward."""
+        n *= self.replicas
+        c = self.current
+        c.images_forwarded += n
+        c.images_backpropagated += n * samples
+        c.train_flops += self.forward_flops * n * (1.0 + 2.0 * samples)
 
     def add_forward_only(self, n: int, backbone_only: bool = False, all_ranks: bool = False) -> None:
         """For strategies: images passed through a teacher or old model without backward

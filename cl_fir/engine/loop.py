@@ -381,18 +381,33 @@ class TrainingLoop:
             self.model.training_branches = None
         return self.mb_x.shape[0]
 
-    def gradient_pass(self, batch, loss: Callable[["TrainingLoop"], torch.Tensor]) -> int:
-        """For strategies' own passes over training data (EWC's Fisher): forward this rank's
-        share of ``batch`` (from a loader sharded with :attr:`batch_shard`), ``loss(loop)`` on
-        the whole batch, backward, gradients averaged over ranks as in a training step, so
-        every rank holds the gradient one process would; no strategy hooks, no update.
-        Returns the number of images this rank forwarded."""
+    def squared_sample_gradients(self, batch, sample_losses: Callable[["TrainingLoop"], torch.Tensor],
+                                 params: dict[str, torch.nn.Parameter]) -> tuple[dict[str, torch.Tensor], int]:
+        """For strategies' own passes over training data (EWC's empirical Fisher): forward this
+        rank's share of ``batch`` (from a loader sharded with :attr:`batch_shard`), take
+        ``sample_losses(loop)`` (one term per sample of the whole batch, see
+        :meth:`Strategy.sample_losses`) and, for each sample, the gradient of its term, averaged
+        over ranks as in a training step (every rank holds what one process would). Returns
+        the sum over the samples of each parameter's squared gradient (float32) and the number
+        of samples; no strategy hooks, no update. Counted in the cost: one backward of this
+        rank's images per sample."""
         n_images = self.forward_batch(batch)
         self._gather_batch()
-        self.model.zero_grad(set_to_none=True)
-        loss(self).backward()
-        self.dist.average_gradients(self.model.parameters())
-        return n_images
+        terms = sample_losses(self)
+        squares = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        n_samples = terms.shape[0]
+        try:
+            for i in range(n_samples):
+                self.model.zero_grad(set_to_none=True)
+                terms[i].backward(retain_graph=i < n_samples - 1)
+                self.dist.average_gradients(params.values())
+                for name, p in params.items():
+                    if p.grad is not None:
+                        squares[name] += p.grad.detach().float() ** 2
+        finally:
+            self.model.zero_grad(set_to_none=True)
+        self.cost.add_sample_gradients(n_images, n_samples)
+        return squares, n_samples
 
     @property
     def batch_shard(self) -> Callable[[list], list] | None:
