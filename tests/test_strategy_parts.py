@@ -99,6 +99,43 @@ def test_mcl_fir_heads_routing_frozen_old_head_and_live_teacher(tiny_scenario):
     assert c[1].extra_head_passes == 2 * c[1].images_forwarded   # teacher head + student head per image
 
 
+@pytest.mark.parametrize("reset", ["copy", "freeze"])
+def test_mcl_fir_teacher_reset_re_anchors_the_teacher_at_each_increment(reset, tiny_scenario, monkeypatch):
+    """``copy``: the teacher starts each increment as the student and follows it; ``freeze``: it
+    stays the model as it was when the increment began. With ``none`` (mcl_fir's default) it
+    follows the student across increments (see the test above)."""
+    loop = loop_for("mcl_fir", tiny_scenario, ema_momentum=0.5, teacher_reset=reset)
+    loop.run(0, 1)
+    start = state_of(loop.model)
+    teachers = []
+    original = type(loop.strategy).before_training_epoch
+
+    def spy(self, loop):
+        teachers.append(state_of(self.teacher.module))
+        original(self, loop)
+
+    monkeypatch.setattr(type(loop.strategy), "before_training_epoch", spy)
+    steps_before = loop.iteration
+    loop.run(1, 2)
+    assert all(torch.equal(teachers[0][k], v) for k, v in start.items())        # a copy of the student
+    teacher = loop.strategy.teacher
+    final = state_of(teacher.module)
+    if reset == "freeze":
+        assert teacher.updates == 0 and all(torch.equal(final[k], v) for k, v in start.items())
+    else:
+        assert teacher.updates == loop.iteration - steps_before > 0
+        assert not all(torch.equal(final[k], v) for k, v in start.items())
+
+
+def test_mcl_fir_teacher_reset_ablation_is_mcl_fir_with_a_frozen_teacher():
+    from cl_fir.registry import get_strategy_class
+
+    cls = get_strategy_class("mcl_fir_teacher_reset")
+    assert cls.Options().teacher_reset == "freeze" and issubclass(cls, get_strategy_class("mcl_fir"))
+    with pytest.raises(ConfigError, match="teacher_reset"):
+        cls(cls.parse_options({"teacher_reset": "reset"}))
+
+
 def test_mcl_fir_rejects_bad_options(tiny_scenario):
     with pytest.raises(ConfigError, match="kd_loss"):
         loop_for("mcl_fir", tiny_scenario, kd_loss="l1")
