@@ -62,6 +62,10 @@ class Strategy:
         apply_section(opts, values, f"--opt (strategy {cls.name})")
         return opts
 
+    @classmethod
+    def check_config(cls, opts: "Strategy.Options", cfg: RunConfig) -> None:
+        """Refuse (ConfigError) options that do not fit the run's settings, before the run starts."""
+
     # ------------------------------------------------------------ model layout
 
     def head_of_attribute(self, scenario: "Scenario") -> list[int]:
@@ -190,6 +194,11 @@ class Strategy:
         """Centroids the strategy keeps for the tasks trained in this increment (attribute ->
         (values x D, valid values)), used by prioritised retrieval; None: the loop's stored
         class means."""
+        return None
+
+    def run_info(self, loop: "TrainingLoop") -> dict | None:
+        """What the strategy reports about the run so far, written to run.json as
+        ``strategy_info`` after each increment (e.g. which MODC stages ran); None: nothing."""
         return None
 
     # ------------------------------------------------------------ state
