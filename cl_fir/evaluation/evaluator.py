@@ -22,7 +22,7 @@ from cl_fir.config import EvalConfig
 from cl_fir.data.device_decoding import collate_images
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.evaluation.embedding_stats import embedding_space_density, kmeans_nmi, spectral_decay
-from cl_fir.evaluation.retrieval import composed_recall_at_k, retrieval_scores
+from cl_fir.evaluation.retrieval import composed_recall_at_k, leave_one_out_ap_at_r, retrieval_scores
 
 from cl_fir.scenario import TripletTask
 
@@ -49,7 +49,8 @@ def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
     if cfg.mode == "prioritized":
         names += [f"{prioritized_prefix(cfg)}{m}" for m in ("map_all", f"map@{cfg.map_k}", f"modc_map@{cfg.map_k}",
                                                            f"modc_recall@{cfg.map_k}")] + ["pl_acc"]
-    return names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
+    return (names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
+            + (["map@r_loo"] if cfg.leave_one_out_map_r else []))
 
 
 def prioritized_prefix(cfg: EvalConfig) -> str:
@@ -75,7 +76,8 @@ EMBEDDING_STATS = ("map@r", "nmi", "esd", "rho@1", "rho@2")
 
 
 def _embedding_stats(q: torch.Tensor, c: torch.Tensor, task, ap_at_r) -> dict[str, float]:
-    """MAP@R (%) and NMI, ESD, spectral decay of the task's query and candidate embeddings together."""
+    """MAP@R (%) of the queries ranked against the candidates (``ap_at_r``), and NMI, ESD,
+    spectral decay of the task's query and candidate embeddings together."""
     emb = torch.cat([q, c]).cpu()
     labels = np.concatenate([task.queries.class_ids, task.candidates.class_ids])
     return {"map@r": 100.0 * float(np.mean(ap_at_r)), "nmi": 100.0 * kmeans_nmi(emb, labels),
@@ -234,6 +236,9 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
                 row[f"modc_recall@{cfg.map_k}"] = 100.0 * float(scores["modc_recall"][cfg.map_k].mean())
             if cfg.embedding_stats:
                 row.update(_embedding_stats(q, c, task, scores["ap@r"]))
+            if cfg.leave_one_out_map_r:        # pytorch-metric-learning's layout: one set, each item vs the rest
+                labels = np.concatenate([task.queries.class_ids, task.candidates.class_ids])
+                row["map@r_loo"] = 100.0 * float(np.nanmean(leave_one_out_ap_at_r(torch.cat([q, c]), labels)))
             if cfg.mode == "prioritized":
                 row.update(_prioritized(q, c, task, cfg, centroids[task.attribute]))
             results[task.attribute] = row
