@@ -73,6 +73,7 @@ class EvalConfig:
     map_k: int = 100                        # MAP@k besides MAP@all (ASEN convention: divide by all relevant)
     recall_ks: list[int] = field(default_factory=lambda: [1, 10, 100])
     embedding_stats: bool = True            # also MAP@R, NMI, embedding space density, spectral decay
+    leave_one_out_map_r: bool = False       # also map@r_loo: queries and candidates as one set, each vs the rest
     modc_metrics: bool = True               # also MODC's MAP@k (divided by hits in the top k) and recall@k (share of R)
     mode: str = "plain"                     # plain | prioritized (MODC's ranking, also recorded beside plain)
     query_labels: str = "pseudo"            # prioritized: known (test-time labels!) | pseudo (nearest centroid)

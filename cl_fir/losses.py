@@ -1,4 +1,9 @@
-"""Losses on L2-normalised embeddings."""
+"""Losses on L2-normalised embeddings.
+
+Each batch loss used as a metric loss has a ``*_terms`` form: one term per sample of the batch
+(doublet or triplet), each computed with the whole batch as its context (in-batch negatives),
+whose mean is the loss. Per-sample gradients (EWC's empirical Fisher) are taken of these terms.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +38,18 @@ def doublet_infonce(anchors: torch.Tensor, positives: torch.Tensor, labels: torc
     selected). Selecting by mask gives shapes that depend on values, which the host must
     read (a GPU wait); the masks do not.
     """
+    logits, partner, excluded = _doublet_logits(anchors, positives, labels, temperature)
+    if rows is None:
+        return F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner)
+    keep = torch.cat([rows, rows])
+    excluded |= keep[:, None] & ~keep[None, :]        # a left-out row keeps finite logits, and weight 0
+    terms = F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner, reduction="none")
+    return mean_over(terms, keep)
+
+
+def _doublet_logits(anchors, positives, labels, temperature):
+    """The ``2B x 2B`` logits of doublet InfoNCE, each row's target (its partner) and the
+    entries that are not negatives (itself; with ``labels``, rows of its class)."""
     B = anchors.shape[0]
     z = torch.cat([anchors, positives], dim=0).float()
     logits = z @ z.t() / temperature
@@ -45,12 +62,17 @@ def doublet_infonce(anchors: torch.Tensor, positives: torch.Tensor, labels: torc
         same = lab[:, None] == lab[None, :]
         same[idx, partner] = False
         excluded |= same
-    if rows is None:
-        return F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner)
-    keep = torch.cat([rows, rows])
-    excluded |= keep[:, None] & ~keep[None, :]        # a left-out row keeps finite logits, and weight 0
-    terms = F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner, reduction="none")
-    return mean_over(terms, keep)
+    return logits, partner, excluded
+
+
+def doublet_infonce_terms(anchors: torch.Tensor, positives: torch.Tensor, labels: torch.Tensor | None = None,
+                          temperature: float = 0.3) -> torch.Tensor:
+    """:func:`doublet_infonce` per doublet (B,): the mean of its two rows' terms (anchor to
+    positive, positive to anchor), each against the whole batch; their mean is the loss."""
+    logits, partner, excluded = _doublet_logits(anchors, positives, labels, temperature)
+    rows = F.cross_entropy(logits.masked_fill(excluded, float("-inf")), partner, reduction="none")
+    B = anchors.shape[0]
+    return (rows[:B] + rows[B:]) / 2
 
 
 def embedding_distillation(student: torch.Tensor, teacher: torch.Tensor, kind: str = "cosine") -> torch.Tensor:
@@ -97,6 +119,20 @@ def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, alpha:
     The loss is the sum over anchors divided by the batch size (anchors without a mined pair
     add 0), as the official code. Defaults are the paper's (alpha 2, beta 50, lambda 1, eps 0.1).
     """
+    return _multi_similarity_rows(embeddings, labels, alpha, beta, base, epsilon).sum() / embeddings.shape[0]
+
+
+def multi_similarity_terms(embeddings: torch.Tensor, labels: torch.Tensor, alpha: float = 2.0, beta: float = 50.0,
+                           base: float = 1.0, epsilon: float = 0.1) -> torch.Tensor:
+    """:func:`multi_similarity_loss` per doublet of ``embeddings = [anchors; positives]`` (B,):
+    the mean of the doublet's two anchors' ``L_i``; their mean is the loss."""
+    rows = _multi_similarity_rows(embeddings, labels, alpha, beta, base, epsilon)
+    B = rows.shape[0] // 2
+    return (rows[:B] + rows[B:]) / 2
+
+
+def _multi_similarity_rows(embeddings, labels, alpha, beta, base, epsilon) -> torch.Tensor:
+    """``L_i`` of every row (0 for a row without a mined pair)."""
     z = F.normalize(embeddings.float(), dim=1)
     sim = z @ z.t()
     n = z.shape[0]
@@ -110,7 +146,7 @@ def multi_similarity_loss(embeddings: torch.Tensor, labels: torch.Tensor, alpha:
     pos_term = torch.log1p(torch.where(keep_pos, torch.exp(-alpha * (sim - base)), 0.0).sum(dim=1)) / alpha
     neg_term = torch.log1p(torch.where(keep_neg, torch.exp(beta * (sim - base)), 0.0).sum(dim=1)) / beta
     valid = keep_pos.any(dim=1) & keep_neg.any(dim=1)
-    return torch.where(valid, pos_term + neg_term, 0.0).sum() / n
+    return torch.where(valid, pos_term + neg_term, 0.0)
 
 
 # ---------------------------------------------------------------- uncertainty regularisation
@@ -145,6 +181,12 @@ def batch_classification_loss(queries: torch.Tensor, targets: torch.Tensor) -> t
     return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
 
 
+def batch_classification_terms(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """:func:`batch_classification_loss` per query (B,)."""
+    logits = queries.float() @ targets.float().t()
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device), reduction="none")
+
+
 def uncertainty_gamma(epoch: int, total_epochs: int, gamma0: float = 1.0) -> float:
     """``exp(-gamma0 * epoch / total_epochs)``: 1 in the first epoch (epochs counted from 0)."""
     return math.exp(-gamma0 * epoch / max(total_epochs, 1))
@@ -161,6 +203,35 @@ def composed_loss(queries: torch.Tensor, targets: torch.Tensor, cfg, epoch: int,
         gamma = uncertainty_gamma(epoch, epochs, cfg.uncertainty_gamma0)
         return uncertainty_regularised_loss(q, t, gamma, cfg.uncertainty_form)
     raise ValueError(f"loss.composed must be infonce or uncertainty, got {cfg.composed!r}")
+
+
+def composed_loss_terms(queries: torch.Tensor, targets: torch.Tensor, cfg, epoch: int, epochs: int) -> torch.Tensor:
+    """:func:`composed_loss` per triplet (B,); their mean is the loss."""
+    q, t = queries * cfg.norm_scale, targets * cfg.norm_scale
+    if cfg.composed == "infonce":
+        return batch_classification_terms(q, t)
+    if cfg.composed == "uncertainty":
+        gamma = uncertainty_gamma(epoch, epochs, cfg.uncertainty_gamma0)
+        return uncertainty_regularised_terms(q, t, gamma, cfg.uncertainty_form)
+    raise ValueError(f"loss.composed must be infonce or uncertainty, got {cfg.composed!r}")
+
+
+def uncertainty_regularised_terms(f_s: torch.Tensor, f_t: torch.Tensor, gamma: float, form: str = "code",
+                                  alpha_scale: float = 1.0, beta_scale: float = 1.0,
+                                  noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """:func:`uncertainty_regularised_loss` per query (B,): the cross-entropies per query, the
+    batch-wide terms (the spread ``s`` or ``sigma``) in every query's term; their mean is the loss."""
+    if form not in ("code", "paper"):
+        raise ValueError(f"uncertainty loss form must be 'code' or 'paper', got {form!r}")
+    fhat = augment_target_features(f_t, alpha_scale, beta_scale, noise)
+    ce_u = batch_classification_terms(f_s, fhat)
+    if form == "code":
+        s = fhat.std()
+        l_u = 0.5 * (torch.exp(-s) * ce_u + s)
+    else:
+        var = f_t.float().var()
+        l_u = ce_u / (2 * var) + 0.5 * torch.log(var)
+    return gamma * l_u + (1.0 - gamma) * batch_classification_terms(f_s, f_t)
 
 
 def uncertainty_regularised_loss(f_s: torch.Tensor, f_t: torch.Tensor, gamma: float, form: str = "code",

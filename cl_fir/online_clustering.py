@@ -13,7 +13,8 @@ explicit loop:
 * :meth:`CentroidBank.pseudo_labels`: nearest centroid of the attribute and its softmax
   confidence;
 * :func:`simsiam_loss`: SimSiam's symmetric negative cosine with stop-gradient;
-* :func:`modc_stage`: the stage machine (warm-up, supervised, semi-supervised steps 1-4).
+* :func:`modc_stage`: the stage machine (warm-up, supervised, semi-supervised steps 1-4);
+  :class:`StageSchedule` fits it to an increment too short for it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,62 @@ def modc_stage(epoch: int, warmup_epochs: int, supervised_epochs: int, step_epoc
     if epoch < warmup_epochs + supervised_epochs:
         return 1
     return 2 + min(3, (epoch - warmup_epochs - supervised_epochs) // max(1, step_epochs))
+
+
+def stage_epochs(warmup_epochs: int, supervised_epochs: int, step_epochs: int) -> list[int]:
+    """Epochs of each stage of the full schedule (step 4 counted as one: it runs to the end)."""
+    return [warmup_epochs, supervised_epochs, step_epochs, step_epochs, step_epochs, 1]
+
+
+class StageSchedule:
+    """The stage of every step of an increment of ``epochs`` epochs of ``steps_per_epoch`` steps.
+
+    When the increment holds the full schedule (``epochs >= sum(stage_epochs)``), stages go
+    by epoch (:func:`modc_stage`). Otherwise ("fitted") the increment's steps are shared
+    among the stages in proportion to their epochs: stage j trains steps
+    ``[N C_j // U, N C_{j+1} // U)`` of the increment, with N its steps, U the schedule's
+    epochs and C_j the epochs before stage j; a stage can then change within an epoch (a
+    stage of 0 epochs, or one whose share rounds to nothing, does not run)."""
+
+    def __init__(self, epochs: int, steps_per_epoch: int, warmup_epochs: int, supervised_epochs: int,
+                 step_epochs: int):
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
+        self.lengths = (warmup_epochs, supervised_epochs, step_epochs)
+        units = stage_epochs(warmup_epochs, supervised_epochs, step_epochs)
+        self.needed = sum(units)
+        self.by_epoch = epochs >= self.needed
+        total = epochs * steps_per_epoch
+        before = np.cumsum([0] + units)
+        #: first step (over the increment) of each stage, and the increment's end
+        self.bounds = [int(total * c // self.needed) for c in before]
+
+    def stage(self, epoch: int, step: int) -> int:
+        """The stage of step ``step`` of epoch ``epoch``."""
+        if self.by_epoch:
+            return modc_stage(epoch, *self.lengths)
+        g = epoch * self.steps_per_epoch + step
+        return max(j for j in range(len(STAGES)) if self.bounds[j] <= g)
+
+    def segments(self, epoch: int) -> list[tuple[int, int]]:
+        """``(stage, steps)`` of the epoch's consecutive runs of one stage, in order."""
+        if self.by_epoch:
+            return [(modc_stage(epoch, *self.lengths), self.steps_per_epoch)]
+        out: list[tuple[int, int]] = []
+        for step in range(self.steps_per_epoch):
+            s = self.stage(epoch, step)
+            if out and out[-1][0] == s:
+                out[-1] = (s, out[-1][1] + 1)
+            else:
+                out.append((s, 1))
+        return out
+
+    def steps_per_stage(self) -> list[int]:
+        """Steps of the increment in each stage."""
+        counts = [0] * len(STAGES)
+        for epoch in range(self.epochs):
+            for s, n in self.segments(epoch):
+                counts[s] += n
+        return counts
 
 
 class CentroidBank:

@@ -69,6 +69,7 @@ def resolve_config(strategy: str, scenario: str, overrides: dict | None = None,
         raise ConfigError(f"strategy {strategy!r} does not support the {spec.family!r} task family of scenario "
                           f"{spec.name!r} (it supports: {', '.join(cls.families)})")
     cfg.validate()
+    cls.check_config(opts, cfg)
     return cfg
 
 
@@ -374,6 +375,9 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
 
         def on_increment_end(loop: TrainingLoop, inc, inc_results: dict) -> None:
             results.record(inc.index, inc_results)
+            strategy_info = loop.strategy.run_info(loop)
+            if strategy_info is not None:
+                info["strategy_info"] = strategy_info
             info["data"]["load_failures"] = count_load_failures(failures)
             info["increments_done"] = results.increments_done
             if results.increments_done == len(scenario.increments):

@@ -21,7 +21,9 @@ import torch
 
 from cl_fir.config import RunConfig, apply_section
 from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
-from cl_fir.losses import composed_loss, doublet_infonce, multi_similarity_loss
+from cl_fir.engine.seeding import Stream
+from cl_fir.losses import (composed_loss, composed_loss_terms, doublet_infonce, doublet_infonce_terms,
+                           multi_similarity_loss, multi_similarity_terms)
 from cl_fir.models import build_model
 from cl_fir.models.retrieval_model import build_composed_model
 
@@ -60,6 +62,10 @@ class Strategy:
         apply_section(opts, values, f"--opt (strategy {cls.name})")
         return opts
 
+    @classmethod
+    def check_config(cls, opts: "Strategy.Options", cfg: RunConfig) -> None:
+        """Refuse (ConfigError) options that do not fit the run's settings, before the run starts."""
+
     # ------------------------------------------------------------ model layout
 
     def head_of_attribute(self, scenario: "Scenario") -> list[int]:
@@ -92,9 +98,9 @@ class Strategy:
         if loop.scenario.protocol == "composed":
             return dataset, ComposedBatchSampler(table, loop.cfg.train.batch_size,
                                                  self.doublets_per_epoch(loop, len(sources)),
-                                                 loop.epoch_seed(epoch, stream=0))
+                                                 loop.epoch_seed(epoch, Stream.DOUBLETS))
         sampler = DoubletBatchSampler(table, loop.cfg.train.batch_size, self.doublets_per_epoch(loop, len(sources)),
-                                      loop.epoch_seed(epoch, stream=0))
+                                      loop.epoch_seed(epoch, Stream.DOUBLETS))
         return dataset, sampler
 
     # ------------------------------------------------------------ optimisation
@@ -134,6 +140,28 @@ class Strategy:
         labels = loop.mb_y[:B] if self.opts.label_aware else None
         return doublet_infonce(output[:B], output[B:], labels, loss_cfg.temperature)
 
+    def sample_losses(self, loop: "TrainingLoop") -> torch.Tensor:
+        """:meth:`criterion`'s metric loss as one term per sample of the batch (doublet, or
+        triplet for the composed family), each with the whole batch as its context; their mean
+        is the loss. Per-sample gradients are taken of these terms (EWC's empirical Fisher)."""
+        branches = loop.mb_branches
+        if branches and loop.scenario.protocol != "composed":
+            return sum(w * self.metric_terms(loop, out) for w, out in branches)
+        return self.metric_terms(loop, loop.mb_output)
+
+    def metric_terms(self, loop: "TrainingLoop", output: torch.Tensor) -> torch.Tensor:
+        """:meth:`metric_loss` per sample (see :meth:`sample_losses`)."""
+        B = output.shape[0] // 2
+        loss_cfg = loop.cfg.loss
+        if loop.scenario.protocol == "composed":
+            return composed_loss_terms(output[:B], output[B:], loss_cfg, loop.epoch, loop.cfg.train.epochs)
+        if loss_cfg.metric == "multi_similarity":
+            labels = loop.mb_y if self.opts.label_aware else torch.arange(B, device=loop.mb_y.device).repeat(2)
+            return multi_similarity_terms(output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,
+                                          loss_cfg.ms_base, loss_cfg.ms_epsilon)
+        labels = loop.mb_y[:B] if self.opts.label_aware else None
+        return doublet_infonce_terms(output[:B], output[B:], labels, loss_cfg.temperature)
+
     # ------------------------------------------------------------ hooks (Avalanche names)
 
     def before_training_exp(self, loop: "TrainingLoop") -> None: ...
@@ -150,10 +178,27 @@ class Strategy:
     def before_eval(self, loop: "TrainingLoop") -> None: ...
     def after_eval(self, loop: "TrainingLoop") -> None: ...
 
+    def model_copies(self, loop: "TrainingLoop") -> list[torch.nn.Module]:
+        """The other copies of the model this strategy runs (teachers, frozen old models); the
+        loop keeps them in the student's training phase (ASEN++'s global-only epochs). By
+        default every module held in the strategy's attributes, directly or as the ``module``
+        of a holder such as :class:`~cl_fir.models.ema.EMATeacher`."""
+        found = []
+        for value in vars(self).values():
+            value = getattr(value, "module", value)
+            if isinstance(value, torch.nn.Module):
+                found.append(value)
+        return found
+
     def class_centroids(self, loop: "TrainingLoop") -> dict | None:
         """Centroids the strategy keeps for the tasks trained in this increment (attribute ->
         (values x D, valid values)), used by prioritised retrieval; None: the loop's stored
         class means."""
+        return None
+
+    def run_info(self, loop: "TrainingLoop") -> dict | None:
+        """What the strategy reports about the run so far, written to run.json as
+        ``strategy_info`` after each increment (e.g. which MODC stages ran); None: nothing."""
         return None
 
     # ------------------------------------------------------------ state

@@ -1,14 +1,27 @@
 """Elastic Weight Consolidation (Kirkpatrick et al. 2017) with the retrieval loss.
 
-One shared model, as ``finetune``. After each increment the diagonal (empirical) Fisher
-information of every parameter is estimated from squared gradients of the doublet
-InfoNCE loss over ``fisher_batches`` fresh batches of that increment (model in eval mode,
-so BatchNorm statistics are not touched); Fishers accumulate over increments
-(``fisher_decay`` < 1 gives online EWC). While training later increments the loss gets
-``(lambda / 2) * sum_i F_i (theta_i - theta*_i)^2`` with theta* the weights at the end of
-the previous increment. The Fisher passes are counted in the training cost; under
-torchrun each rank forwards its share of every Fisher batch and the gradients are averaged,
-so every rank squares the whole batch's gradient, as one process does.
+One shared model, as ``finetune``. After each increment but the last (a Fisher after the
+last would never be used), the diagonal empirical Fisher information of every parameter
+is estimated as the mean over samples of the squared per-sample gradient: over
+``fisher_batches`` fresh batches of the increment's doublets (triplets for the composed
+family), each sample's term of the metric loss (its InfoNCE with the whole batch as
+negatives, :meth:`Strategy.sample_losses`) is back-propagated alone, with the model in eval
+mode so BatchNorm statistics are neither used from the batch nor moved.
+
+``penalty`` chooses how increments combine:
+
+* ``per_task`` (Kirkpatrick et al. 2017): every finished increment t keeps its anchor
+  theta*_t (the weights at its end) and its Fisher F_t, and the loss gets one penalty per
+  increment, ``(lambda / 2) sum_t sum_i F_t,i (theta_i - theta*_t,i)^2``; memory grows by
+  two copies of the parameters per increment;
+* ``online`` (online EWC, Schwarz et al. 2018, "Progress & Compress"): one Fisher,
+  ``F <- fisher_decay * F + F_t``, around the latest anchor only,
+  ``(lambda / 2) sum_i F_i (theta_i - theta*_i)^2``; constant memory.
+
+Every Fisher pass runs inside the loop's training time and is counted in the training cost
+(one forward per image and one backward of the batch per sample). Under torchrun each rank
+forwards its share of every Fisher batch and each sample's gradient is averaged over ranks,
+so every rank squares the gradient one process would.
 """
 
 from __future__ import annotations
@@ -18,71 +31,97 @@ from dataclasses import dataclass
 import torch
 
 from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
+from cl_fir.engine.seeding import Stream
+from cl_fir.errors import ConfigError
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
+
+PENALTIES = ("per_task", "online")
 
 
 @register_strategy("ewc", families=("attribute", "composed"))
 class EWC(Strategy):
-    summary = "one shared model; quadratic penalty weighted by the diagonal Fisher of the retrieval loss"
+    summary = "one shared model; quadratic penalty weighted by the diagonal empirical Fisher of the retrieval loss"
 
     @dataclass
     class Options:
         label_aware: bool = True         # in-batch items with the anchor's value are not negatives
-        ewc_lambda: float = 1e5          # chosen on synth-4inc seed 0 among 1e3..1e6
-        fisher_batches: int = 16         # batches of the finished increment used to estimate the Fisher
-        fisher_decay: float = 1.0        # 1: sum the Fishers of all increments; < 1: online EWC
+        ewc_lambda: float = 1e5          # chosen on synth-4inc seed 0 among 1e3..1e6 (with a batch-mean Fisher)
+        fisher_batches: int = 16         # batches of the finished increment whose samples estimate the Fisher
+        penalty: str = "per_task"        # per_task: an anchor and a Fisher per increment (Kirkpatrick) | online
+        fisher_decay: float = 1.0        # penalty=online: weight of the previous Fishers' sum (gamma; 1: plain sum)
 
     def __init__(self, options=None):
         super().__init__(options)
-        self.fisher: dict[str, torch.Tensor] = {}
-        self.anchor: dict[str, torch.Tensor] = {}
+        o = self.opts
+        if o.penalty not in PENALTIES:
+            raise ConfigError(f"--opt penalty: expected per_task or online, got {o.penalty!r}")
+        if o.penalty == "per_task" and o.fisher_decay != 1.0:
+            raise ConfigError(f"--opt fisher_decay={o.fisher_decay} applies to penalty=online only (per_task keeps "
+                              f"one Fisher per increment)")
+        if not 0.0 <= o.fisher_decay <= 1.0 or o.fisher_batches < 1:
+            raise ConfigError("--opt fisher_decay: expected a number in [0, 1]; fisher_batches: an integer >= 1")
+        #: one (Fisher, anchor) pair per penalty term: per finished increment (per_task), or one (online)
+        self.fishers: list[dict[str, torch.Tensor]] = []
+        self.anchors: list[dict[str, torch.Tensor]] = []
 
     def before_backward(self, loop):
-        if not self.fisher or not self.opts.ewc_lambda:
+        if not self.fishers or not self.opts.ewc_lambda:
             return
         penalty = loop.mb_output.new_zeros(())
-        for name, p in loop.model.named_parameters():
-            if name in self.fisher:
-                penalty = penalty + (self.fisher[name] * (p - self.anchor[name]) ** 2).sum()
+        params = dict(loop.model.named_parameters())
+        for fisher, anchor in zip(self.fishers, self.anchors):
+            for name, f in fisher.items():
+                penalty = penalty + (f * (params[name] - anchor[name]) ** 2).sum()
         loop.loss = loop.loss + 0.5 * self.opts.ewc_lambda * penalty
 
     def after_training_exp(self, loop):
-        fisher = self._estimate_fisher(loop)
-        for name, f in fisher.items():
-            self.fisher[name] = self.opts.fisher_decay * self.fisher.get(name, 0) + f
-        self.anchor = {n: p.detach().clone() for n, p in loop.model.named_parameters() if n in self.fisher}
+        if loop.increment.index == len(loop.scenario.increments) - 1:
+            return                                           # no increment left to protect it in
+        fisher = self.estimate_fisher(loop)
+        anchor = {n: p.detach().clone() for n, p in loop.model.named_parameters() if n in fisher}
+        if self.opts.penalty == "per_task" or not self.fishers:
+            self.fishers.append(fisher)
+            self.anchors.append(anchor)
+        else:
+            previous = self.fishers[0]
+            self.fishers[0] = {n: self.opts.fisher_decay * previous[n] + f for n, f in fisher.items()}
+            self.anchors[0] = anchor
 
-    def _estimate_fisher(self, loop) -> dict[str, torch.Tensor]:
-        model = loop.model
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    def fisher_loader(self, loop):
+        """The seeded batches of the current increment the Fisher is estimated on (this rank's share)."""
         dataset, table = loop.scenario.training_data([loop.increment.index])
         t = loop.cfg.train
         make = ComposedBatchSampler if loop.scenario.protocol == "composed" else DoubletBatchSampler
-        sampler = make(table, t.batch_size, t.batch_size * self.opts.fisher_batches, loop.epoch_seed(t.epochs, stream=2))
-        was_training = model.training
+        sampler = make(table, t.batch_size, t.batch_size * self.opts.fisher_batches,
+                       loop.epoch_seed(t.epochs, Stream.FISHER_BATCHES))
+        return loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, Stream.FISHER_AUGMENTATION),
+                                  shard=loop.batch_shard)
+
+    def estimate_fisher(self, loop) -> dict[str, torch.Tensor]:
+        """Diagonal empirical Fisher: the mean over the Fisher batches' samples of each trainable
+        parameter's squared per-sample gradient."""
+        model = loop.model
+        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+        fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        samples = 0
+        modes = {m: m.training for m in model.modules()}
         model.eval()
-        batches = 0
         try:
-            # under torchrun each rank forwards its share; the gradients are the whole batch's on every rank
-            for batch in loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, stream=8),
-                                            shard=loop.batch_shard):
-                images = loop.gradient_pass(batch, self.criterion)
-                for n, p in params.items():
-                    if p.grad is not None:
-                        fisher[n] += p.grad.detach().float() ** 2
-                batches += 1
-                loop.cost.add_gradient_pass(images)
+            for batch in loop.timed_batches(self.fisher_loader(loop)):
+                squares, n = loop.squared_sample_gradients(batch, self.sample_losses, params)
+                for name, sq in squares.items():
+                    fisher[name] += sq
+                samples += n
         finally:
-            model.zero_grad(set_to_none=True)
-            model.train(was_training)
-        return {n: f / max(batches, 1) for n, f in fisher.items()}
+            for m, mode in modes.items():
+                m.training = mode
+        return {n: (f / max(samples, 1)).to(params[n].dtype) for n, f in fisher.items()}
 
     def state_dict(self):
-        return {"fisher": self.fisher, "anchor": self.anchor}
+        return {"fishers": self.fishers, "anchors": self.anchors}
 
     def load_state_dict(self, state, loop):
         device = loop.setup.device
-        self.fisher = {n: f.to(device) for n, f in state["fisher"].items()}
-        self.anchor = {n: a.to(device) for n, a in state["anchor"].items()}
+        self.fishers = [{n: f.to(device) for n, f in fisher.items()} for fisher in state["fishers"]]
+        self.anchors = [{n: a.to(device) for n, a in anchor.items()} for anchor in state["anchors"]]

@@ -17,6 +17,13 @@ through the stages of :data:`cl_fir.online_clustering.STAGES`, each adding a ter
 A batch then holds ``1 - view_fraction`` labelled doublets and ``view_fraction`` view
 pairs (two augmentations of one image, labelled from step 1, unlabelled from step 2).
 
+The stages need ``warmup_epochs + supervised_epochs + 3 step_epochs + 1`` epochs (6 by
+default). When ``train.epochs`` is smaller (synth-4inc-lf10 has 2), the increment's steps are
+shared among the stages in proportion to their epochs (``fit_schedule``, on by default;
+off, the run is refused), so every stage runs and a stage can change within an epoch
+(:class:`~cl_fir.online_clustering.StageSchedule`). run.json records, per increment, how
+many steps and images each stage trained on (``strategy_info.modc_stages``).
+
 Continual extension (rehearsal-free): the centroid banks grow with each increment; old
 attributes' centroids are frozen as anchors. Each new image is also embedded under a random
 old attribute; the frozen previous model and the frozen centroids give its pseudo-label,
@@ -34,10 +41,11 @@ import torch
 from torch import nn
 from torch.utils.data import ConcatDataset, Dataset
 
-from cl_fir.data.samplers import DoubletBatchSampler, MixedDoubletSampler, ViewPairSampler
+from cl_fir.data.samplers import ChainedBatchSampler, DoubletBatchSampler, MixedDoubletSampler, ViewPairSampler
+from cl_fir.engine.seeding import Stream
 from cl_fir.errors import ConfigError
 from cl_fir.losses import doublet_infonce
-from cl_fir.online_clustering import STAGES, CentroidBank, cluster_loss, modc_stage, simsiam_loss
+from cl_fir.online_clustering import STAGES, CentroidBank, StageSchedule, cluster_loss, simsiam_loss, stage_epochs
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
@@ -75,6 +83,7 @@ class MODC(Strategy):
         centroid_momentum: float = 0.9    # EMA of the centroids per batch
         confidence: float = 0.5           # pseudo-labels below this softmax probability are not used
         old_pseudo_weight: float = 1.0    # cluster loss of new images under old attributes (continual part)
+        fit_schedule: bool = True         # fewer train.epochs than the stages need: share the steps (false: refuse)
 
     def __init__(self, options=None):
         super().__init__(options)
@@ -90,11 +99,24 @@ class MODC(Strategy):
         self.old_model: nn.Module | None = None
         self._unlabelled = None              # (increments, dataset, table) of the current increment
         self._mixed: ConcatDataset | None = None   # labelled then unlabelled images (steps 2-4)
-        self._n_doublets = 0                 # the batch's first pairs are doublets, the rest view pairs
+        self.schedule: StageSchedule | None = None   # the current increment's stage of every step
         self._update = None                  # (embeddings, classes) for the centroid EMA after the step
-        self._stats = None                   # on the device: unlabelled rows seen, confident, old-attribute rows used
+        #: on the device, per stage, since the last read (once per epoch): unlabelled images,
+        #: confidently pseudo-labelled pairs, old-attribute pseudo-labels used
+        self._stats = None
+        #: increment -> per stage [steps, images, unlabelled images, pseudo-labelled pairs,
+        #: old-attribute pseudo-labels] (run.json's ``strategy_info.modc_stages``)
+        self.record: dict[int, list[list[int]]] = {}
 
     # ------------------------------------------------------------ set-up
+
+    @classmethod
+    def check_config(cls, opts, cfg) -> None:
+        needed = sum(stage_epochs(opts.warmup_epochs, opts.supervised_epochs, opts.step_epochs))
+        if not opts.fit_schedule and cfg.train.epochs < needed:
+            raise ConfigError(f"train.epochs={cfg.train.epochs} is fewer than the {needed} epochs modc's stages need "
+                              f"(warmup_epochs + supervised_epochs + 3 x step_epochs + 1); raise it (--epochs), "
+                              f"shorten the stages, or leave --opt fit_schedule=true to share the steps among them")
 
     def _check(self, loop) -> None:
         if loop.division is not None:
@@ -119,20 +141,31 @@ class MODC(Strategy):
         for a, (m, valid) in means.items():
             self.bank.set_attribute(a, m, valid)
         if self.predictor is None or self.retrain:
-            self._build_predictor(dim, loop.setup.device, loop.epoch_seed(0, stream=6))
+            self._build_predictor(dim, loop.setup.device, loop.epoch_seed(0, Stream.MODC_PREDICTOR))
         self._unlabelled = None
-        self._stats = torch.zeros(3, device=loop.setup.device)   # read once per epoch, not per step
-        last = modc_stage(loop.cfg.train.epochs - 1, self.opts.warmup_epochs, self.opts.supervised_epochs,
-                          self.opts.step_epochs)
-        if last < len(STAGES) - 1:
-            loop.reporter.log(f"  modc: train.epochs={loop.cfg.train.epochs} reaches stage {STAGES[last]} only "
-                              f"(the full schedule needs {self.opts.warmup_epochs + self.opts.supervised_epochs + 3 * self.opts.step_epochs + 1})")
+        self._stats = torch.zeros(len(STAGES), 3, device=loop.setup.device)   # read once per epoch, not per step
+        o, t = self.opts, loop.cfg.train
+        self.check_config(o, loop.cfg)
+        steps_per_epoch = max(1, self.doublets_per_epoch(loop, len(self.training_increments(loop))) // t.batch_size)
+        self.schedule = StageSchedule(t.epochs, steps_per_epoch, o.warmup_epochs, o.supervised_epochs, o.step_epochs)
+        self.record[loop.increment.index] = [[0] * 5 for _ in STAGES]
+        if not self.schedule.by_epoch:
+            shares = ", ".join(f"{name} {n}" for name, n in zip(STAGES, self.schedule.steps_per_stage()))
+            loop.reporter.log(f"  modc: train.epochs={t.epochs} is fewer than the {self.schedule.needed} epochs of "
+                              f"the stages: steps per stage {shares}")
 
     def trainable_parameters(self, loop):
         return super().trainable_parameters(loop) + list(self.predictor.parameters())
 
     def stage(self, loop) -> int:
-        return modc_stage(loop.epoch, self.opts.warmup_epochs, self.opts.supervised_epochs, self.opts.step_epochs)
+        """The stage of the current step."""
+        return self.schedule.stage(loop.epoch, loop.step_in_epoch)
+
+    def _view_pairs_in_batch(self, batch_size: int, stage: int) -> int:
+        """View pairs at the end of each batch of the stage (from semi-supervised step 1 on)."""
+        if stage < 2:
+            return 0
+        return max(1, min(batch_size - 1, int(round(batch_size * self.opts.view_fraction))))
 
     # ------------------------------------------------------------ data
 
@@ -146,29 +179,39 @@ class MODC(Strategy):
         return self._unlabelled
 
     def training_batches(self, loop, epoch):
-        stage = self.stage(loop)
+        """The epoch's batches, stage by stage: labelled doublets (warm-up, supervised), then
+        doublets and view pairs (labelled images from step 1, also unlabelled from step 2).
+        When a stage runs a whole epoch, its seeds are the epoch's; a fitted schedule chains
+        one sampler per run of a stage, each with seeds of its own."""
         sources = self.training_increments(loop)
         labelled, table = loop.scenario.training_data(sources)
-        unlabelled = self._unlabelled_rows(loop) if stage >= 3 else None
-        B = loop.cfg.train.batch_size
-        if stage < 2:
-            self._n_doublets = B
-            return super().training_batches(loop, epoch)
-        pool = [np.arange(len(table))]
+        segments = self.schedule.segments(epoch)
+        unlabelled = self._unlabelled_rows(loop) if any(s >= 3 for s, _ in segments) else None
         dataset = labelled
         if unlabelled is not None:
-            pool.append(len(table) + np.arange(len(unlabelled[1])))
             parts = [labelled, unlabelled[1]]
             if self._mixed is None or any(a is not b for a, b in zip(self._mixed.datasets, parts)):
                 self._mixed = ConcatDataset(parts)   # one object for every epoch: the loader keeps its workers
             dataset = self._mixed
-        n_views = max(1, min(B - 1, int(round(B * self.opts.view_fraction))))
-        self._n_doublets = B - n_views
-        steps = max(1, self.doublets_per_epoch(loop, len(sources)) // B)
-        samplers = [DoubletBatchSampler(table, self._n_doublets, steps * self._n_doublets, loop.epoch_seed(epoch, 0),
-                                        min_batch_size=1),
-                    ViewPairSampler(np.concatenate(pool), n_views, steps, loop.epoch_seed(epoch, 5))]
-        return dataset, MixedDoubletSampler(samplers)
+        n_unlabelled = 0 if unlabelled is None else len(unlabelled[1])
+        samplers = [self._stage_sampler(loop, epoch, stage, steps, table, n_unlabelled,
+                                        () if self.schedule.by_epoch else (k,))
+                    for k, (stage, steps) in enumerate(segments)]
+        return dataset, samplers[0] if len(samplers) == 1 else ChainedBatchSampler(samplers)
+
+    def _stage_sampler(self, loop, epoch: int, stage: int, steps: int, table, n_unlabelled: int, parts: tuple):
+        """``steps`` batches of ``stage``; unlabelled images (dataset rows after the labelled
+        table's) join the view pairs from step 2."""
+        B = loop.cfg.train.batch_size
+        n_views = self._view_pairs_in_batch(B, stage)
+        doublets = DoubletBatchSampler(table, B - n_views, steps * (B - n_views),
+                                       loop.epoch_seed(epoch, Stream.DOUBLETS, *parts),
+                                       min_batch_size=1 if n_views else 2)
+        if not n_views:
+            return doublets
+        pool = np.arange(len(table) + (n_unlabelled if stage >= 3 else 0))
+        views = ViewPairSampler(pool, n_views, steps, loop.epoch_seed(epoch, Stream.MODC_VIEW_PAIRS, *parts))
+        return MixedDoubletSampler([doublets, views])
 
     # ------------------------------------------------------------ losses
 
@@ -182,12 +225,13 @@ class MODC(Strategy):
         y, attrs = loop.mb_y[:B], loop.dist.gather_pairs(loop.mb_task)[:B]   # the whole batch's
         known = y >= 0
         used = known
+        self._stats[stage, 0] += (loop.mb_y < 0).sum()
         if stage >= 4:                         # steps 3-4: confident pseudo-labels of unlabelled images
             pseudo, conf = self.bank.pseudo_labels(anchors.detach(), attrs, o.cluster_temperature)
             confident = ~known & (conf >= o.confidence)
             y = torch.where(confident, pseudo, y)
             used = known | confident
-            self._stats[:2] += torch.stack([(~known).sum(), confident.sum()])
+            self._stats[stage, 1] += confident.sum()
         instance_rows = used if stage >= 4 else known
         loss = doublet_infonce(anchors, positives, y if o.label_aware else None, loop.cfg.loss.temperature,
                                rows=instance_rows)
@@ -197,8 +241,9 @@ class MODC(Strategy):
         if stage >= 1 and o.cluster_weight:
             loss = loss + o.cluster_weight * cluster_loss(z, classes, z_attrs, self.bank, o.cluster_temperature,
                                                           rows=cluster_rows)
-        if stage >= 2 and o.ss_weight and self._n_doublets < B:
-            v1, v2 = anchors[self._n_doublets:], positives[self._n_doublets:]
+        n_doublets = B - self._view_pairs_in_batch(B, stage)
+        if stage >= 2 and o.ss_weight and n_doublets < B:
+            v1, v2 = anchors[n_doublets:], positives[n_doublets:]
             loss = loss + o.ss_weight * simsiam_loss(self.predictor(v1.float()), self.predictor(v2.float()), v1, v2)
         return loss + self._old_attribute_term(loop, B)
 
@@ -227,7 +272,7 @@ class MODC(Strategy):
         teacher, student = loop.dist.gather_rows(teacher), loop.dist.gather_rows(student)
         pseudo, conf = self.bank.pseudo_labels(teacher, every, self.opts.cluster_temperature)
         keep = conf >= self.opts.confidence
-        self._stats[2] += keep.sum()
+        self._stats[self.stage(loop), 2] += keep.sum()
         return self.opts.old_pseudo_weight * cluster_loss(student, pseudo, every, self.bank,
                                                           self.opts.cluster_temperature, rows=keep)
 
@@ -235,16 +280,32 @@ class MODC(Strategy):
         if self._update is not None:
             self.bank.update(*self._update, self.opts.centroid_momentum)
         self._update = None
+        counts = self.record[loop.increment.index][self.stage(loop)]
+        counts[0] += 1
+        counts[1] += 2 * loop.cfg.train.batch_size
 
     def after_training_epoch(self, loop):
-        seen, confident, old = self._stats.tolist()
-        parts = [f"stage {STAGES[self.stage(loop)]}"]
-        if seen:
-            parts.append(f"{confident / seen:.0%} of unlabelled pairs pseudo-labelled")
-        if self.old_model is not None:
-            parts.append(f"{int(old)} old-attribute pseudo-labels used")
-        loop.reporter.log("  modc: " + ", ".join(parts))
+        stats = self._stats.tolist()              # the epoch's one read of the device counters
         self._stats.zero_()
+        record = self.record[loop.increment.index]
+        for counts, (unlabelled, confident, old) in zip(record, stats):
+            counts[2] += int(unlabelled)
+            counts[3] += int(confident)
+            counts[4] += int(old)
+        stages = ", ".join(f"{STAGES[s]} {n} steps" for s, n in self.schedule.segments(loop.epoch))
+        parts = [stages]
+        pairs = sum(unlabelled for unlabelled, _, _ in stats[4:]) / 2
+        if pairs:
+            parts.append(f"{sum(c for _, c, _ in stats) / pairs:.0%} of unlabelled pairs pseudo-labelled")
+        if self.old_model is not None:
+            parts.append(f"{int(sum(o for _, _, o in stats))} old-attribute pseudo-labels used")
+        loop.reporter.log("  modc: " + "; ".join(parts))
+
+    def run_info(self, loop):
+        names = ("steps", "images", "unlabelled_images", "pseudo_labelled_pairs", "old_attribute_pseudo_labels")
+        return {"modc_stages": [
+            {"increment": inc + 1, "stages": {STAGES[s]: dict(zip(names, counts)) for s, counts in enumerate(stages)}}
+            for inc, stages in sorted(self.record.items())]}
 
     def after_training_exp(self, loop):
         if not self.retrain:
@@ -260,9 +321,14 @@ class MODC(Strategy):
     def state_dict(self):
         return {"bank": self.bank.state_dict() if self.bank is not None else None,
                 "predictor": self.predictor.state_dict() if self.predictor is not None else None,
-                "old_model": self.old_model.state_dict() if self.old_model is not None else None}
+                "old_model": self.old_model.state_dict() if self.old_model is not None else None,
+                "record": {inc: [list(c) for c in stages] for inc, stages in self.record.items()},
+                "pending": self._stats.cpu() if self._stats is not None else None}
 
     def load_state_dict(self, state, loop):
+        self.record = {int(inc): [list(c) for c in stages] for inc, stages in state.get("record", {}).items()}
+        if state.get("pending") is not None:     # a mid-epoch checkpoint: the epoch's counters so far
+            self._stats = state["pending"].to(loop.setup.device)
         if state.get("bank") is None:
             return
         meta, dim = loop.scenario.meta, state["bank"]["centroids"].shape[1]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cl_fir.data.samplers import DoubletBatchSampler, MixedDoubletSampler
+from cl_fir.engine.seeding import Stream
 from cl_fir.errors import ConfigError
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
@@ -52,10 +53,10 @@ class Replay(Strategy):
         n_replay = max(1, min(B - 1, int(round(B * self.opts.replay_fraction))))
         steps = max(1, loop.cfg.train.samples_per_epoch // B)
         samplers = [
-            DoubletBatchSampler(table, B - n_replay, steps * (B - n_replay), loop.epoch_seed(epoch, 0), rows=new_rows,
-                                min_batch_size=1),
-            DoubletBatchSampler(table, n_replay, steps * n_replay, loop.epoch_seed(epoch, 3), rows=buffered,
-                                min_batch_size=1),
+            DoubletBatchSampler(table, B - n_replay, steps * (B - n_replay), loop.epoch_seed(epoch, Stream.DOUBLETS),
+                                rows=new_rows, min_batch_size=1),
+            DoubletBatchSampler(table, n_replay, steps * n_replay, loop.epoch_seed(epoch, Stream.REPLAY_DOUBLETS),
+                                rows=buffered, min_batch_size=1),
         ]
         return dataset, MixedDoubletSampler(samplers)
 
@@ -68,7 +69,7 @@ class Replay(Strategy):
         if quota < 2:
             raise ConfigError(f"--opt buffer_size={self.opts.buffer_size} leaves fewer than 2 images for each of the "
                               f"{len(classes)} classes seen (a doublet needs 2); use at least {2 * len(classes)}")
-        rng = np.random.default_rng(loop.epoch_seed(0, stream=4))
+        rng = np.random.default_rng(loop.epoch_seed(0, Stream.REPLAY_BUFFER))
         for c in classes:
             if c in self.buffer:
                 self.buffer[c] = self.buffer[c][:quota]

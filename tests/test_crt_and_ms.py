@@ -120,3 +120,38 @@ def test_bad_head_settings(tiny_scenario):
                                                                     "model.head_kwargs": {"prototypes": 3}}))
     with pytest.raises(ConfigError, match="loss.metric"):
         resolve_config("finetune", str(tiny_scenario), {"loss.metric": "triplet"})
+
+
+@pytest.mark.parametrize("strategy, opts", [("lwf", {"kd_old_attributes": 2}), ("mcl_fir_single_head", {}),
+                                            ("modc", {})])
+def test_head_auxiliary_loss_counts_once_when_strategies_embed_again(strategy, opts, tiny_scenario, monkeypatch):
+    """lwf, mcl_fir_single_head and modc embed the batch again through the student's head
+    (distillation or pseudo-labels under old attributes); only the student's own forward of
+    the batch adds the head's auxiliary loss, once."""
+    from cl_fir.registry import get_strategy_class
+    from cl_fir.runner import build_loop
+
+    cls = get_strategy_class(strategy)
+    seen = []
+    original_before, original_after = cls.before_backward, cls.after_backward
+
+    def before_backward(self, loop):
+        original_before(self, loop)
+        head = loop.model.heads[0]
+        expected = head.diversity_weight * head.branch.diversity_loss()
+        seen.append([loop.increment.index, float(loop.loss.detach()), float(expected.detach())])
+
+    def after_backward(self, loop):
+        seen[-1].append(float(loop.loss.detach()))
+        original_after(self, loop)
+
+    monkeypatch.setattr(cls, "before_backward", before_backward)
+    monkeypatch.setattr(cls, "after_backward", after_backward)
+    cfg = resolve_config(strategy, str(tiny_scenario), {"model.head": "crt",
+                                                         "model.head_kwargs": {"num_prototypes": 4}},
+                         strategy_options={k: str(v) for k, v in opts.items()}, seed=2)
+    loop = build_loop(cfg)
+    loop.run()
+    assert {inc for inc, *_ in seen} == {0, 1}
+    for inc, before, expected, after in seen:
+        assert after - before == pytest.approx(expected, rel=1e-4, abs=1e-6), (inc, before, expected, after)

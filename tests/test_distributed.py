@@ -177,9 +177,9 @@ def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     ``train.sync_batchnorm`` the matrices are equal up to float summation order.
 
     The strategy is ewc (one shared model, as finetune, plus its Fisher pass): its Fisher
-    batches are sharded like training batches and the gradients averaged, so each rank
+    batches are sharded like training batches and each sample's gradient averaged, so each rank
     forwards half of every Fisher batch (counted once in the cost) and both ranks square the
-    whole batch's gradient, the Fisher one process estimates."""
+    gradient of every sample of the whole batch, the Fisher one process estimates."""
     args = ["run", "--strategy", "ewc", "--scenario", str(tiny_scenario), "--seed", "1", "--quiet",
             "--set", "train.samples_per_epoch=32", "--opt", "fisher_batches=2"]
     _run_cl_fir(args, tmp_path / "one")
@@ -201,7 +201,7 @@ def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
     # swap a near-tie in a ranking after training)
     np.testing.assert_allclose(m3, m1, atol=0.25)
     assert abs(np.nanmean(m3) - np.nanmean(m1)) < 0.05
-    fishers = [torch.load(r / "checkpoints" / "increment_2.pt", weights_only=False)["loop"]["strategy"]["fisher"]
+    fishers = [torch.load(r / "checkpoints" / "increment_2.pt", weights_only=False)["loop"]["strategy"]["fishers"][0]
                for r in (runs[0], runs[2])]
     assert fishers[0].keys() == fishers[1].keys()
     for name, f in fishers[0].items():      # measured: within 6e-6 of the largest entry

@@ -9,7 +9,7 @@ import pytest
 
 from cl_fir.evaluation.embedding_stats import (embedding_space_density, kmeans_nmi, normalized_mutual_information,
                                                spectral_decay)
-from cl_fir.evaluation.retrieval import retrieval_scores
+from cl_fir.evaluation.retrieval import leave_one_out_ap_at_r, retrieval_scores
 
 
 def _map_at_r_oracle(q, ql, c, cl):
@@ -28,6 +28,39 @@ def _map_at_r_oracle(q, ql, c, cl):
                 total += hits / rank
         out.append(total / r)
     return np.asarray(out)
+
+
+def _leave_one_out_oracle(x, labels):
+    """pytorch-metric-learning's layout: each item against all the others; lone labels left out."""
+    out = []
+    for i, (xi, lab) in enumerate(zip(x, labels)):
+        others = [j for j in range(len(x)) if j != i]
+        sims = {j: sum(a * b for a, b in zip(xi, x[j])) for j in others}
+        order = sorted(others, key=lambda j: (-sims[j], j))
+        r = sum(1 for j in others if labels[j] == lab)
+        if r == 0:
+            out.append(math.nan)
+            continue
+        hits, total = 0, 0.0
+        for rank, j in enumerate(order[:r], start=1):
+            if labels[j] == lab:
+                hits += 1
+                total += hits / rank
+        out.append(total / r)
+    return np.asarray(out)
+
+
+def test_leave_one_out_map_at_r_matches_a_loop():
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(25, 4))
+    labels = rng.integers(0, 4, 25)
+    labels[7] = 9                                                   # a lone label: left out (NaN)
+    x[3] = x[5]                                                     # an exact tie: broken by position
+    got = leave_one_out_ap_at_r(x, labels, chunk_elements=60)
+    want = _leave_one_out_oracle(x.tolist(), labels.tolist())
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert np.isnan(got[7]) and np.isfinite(np.delete(got, 7)).all()
+    np.testing.assert_allclose(leave_one_out_ap_at_r(x.astype(np.float32), labels), want, atol=1e-5)
 
 
 def test_map_at_r_matches_a_loop():

@@ -21,8 +21,9 @@ def runs(tiny_scenario, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     paths = {}
     for strategy in ("finetune", "static"):
+        extra = ["--set", "eval.leave_one_out_map_r=true"] if strategy == "static" else []
         res = runner.invoke(app, ["run", "--strategy", strategy, "--scenario", str(tiny_scenario),
-                                  "--output-dir", str(out), "--seed", "1", "--quiet"])
+                                  "--output-dir", str(out), "--seed", "1", "--quiet", *extra])
         assert res.exit_code == 0, res.output
         paths[strategy] = out / "tiny" / strategy / "seed1"
     return out, paths
@@ -57,6 +58,18 @@ def test_matrix_shape_and_values(runs):
     summary = (paths["finetune"] / "summary.md").read_text()
     d = matrix_metrics.summarise(run.matrix, run.task_increment, weights=run.num_queries)
     assert f"{d['avg_incremental']:.2f}" in summary
+
+
+def test_leave_one_out_map_at_r_is_recorded_beside_map_at_r(runs):
+    _, paths = runs
+    rows = [line.split(",") for line in (paths["static"] / "metrics.csv").read_text().splitlines()[1:]]
+    values = {(inc, task, metric): float(v) for inc, task, metric, v in rows}
+    loo = {k[:2]: v for k, v in values.items() if k[2] == "map@r_loo"}
+    at_r = {k[:2]: v for k, v in values.items() if k[2] == "map@r"}
+    assert len(loo) == 2 + 4 and loo.keys() == at_r.keys()
+    assert all(0.0 <= v <= 100.0 for v in loo.values()) and loo != at_r
+    assert (paths["static"] / "matrix_map_at_r_loo.csv").is_file()
+    assert "map@r_loo" not in (paths["finetune"] / "metrics.csv").read_text()     # off by default
 
 
 def test_cost_accounting(runs):

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from test_label_fraction import _lf_scenario
 
 from cl_fir.data.samplers import ViewPairSampler
-from cl_fir.online_clustering import STAGES, CentroidBank, cluster_loss, modc_stage, simsiam_loss
+from cl_fir.online_clustering import STAGES, CentroidBank, StageSchedule, cluster_loss, modc_stage, simsiam_loss
 from cl_fir.runner import execute_run, resolve_config, resume_run
 
 OFFSETS, VALUES = [0, 3, 7], [3, 4, 2]       # 3 attributes with 3, 4 and 2 values: classes 0-8
@@ -120,6 +120,20 @@ def test_stage_machine_goes_through_the_stages_in_order():
     assert modc_stage(0, 0, 0, 1) == 2
 
 
+def test_a_schedule_longer_than_the_increment_shares_its_steps_among_the_stages():
+    fitted = StageSchedule(epochs=2, steps_per_epoch=32, warmup_epochs=1, supervised_epochs=1, step_epochs=1)
+    assert not fitted.by_epoch and fitted.needed == 6
+    assert fitted.steps_per_stage() == [10, 11, 11, 10, 11, 11]          # synth-4inc: 64 steps, 6 stages
+    assert fitted.segments(0) == [(0, 10), (1, 11), (2, 11)] and fitted.segments(1) == [(3, 10), (4, 11), (5, 11)]
+    assert [fitted.stage(1, s) for s in (0, 9, 10, 20, 21, 31)] == [3, 3, 4, 4, 5, 5]
+    no_warmup = StageSchedule(1, 10, 0, 1, 1)
+    assert no_warmup.steps_per_stage() == [0, 2, 2, 2, 2, 2]
+    whole = StageSchedule(epochs=12, steps_per_epoch=3, warmup_epochs=2, supervised_epochs=1, step_epochs=2)
+    assert whole.by_epoch
+    assert [whole.stage(e, 1) for e in range(12)] == [modc_stage(e, 2, 1, 2) for e in range(12)]
+    assert whole.segments(4) == [(modc_stage(4, 2, 1, 2), 3)]
+
+
 def test_view_pairs_list_each_image_twice():
     batches = list(ViewPairSampler(np.array([10, 11, 12]), 4, 3, seed=0))
     assert len(batches) == 3 and all(b[:4] == b[4:] and set(b) <= {10, 11, 12} for b in batches)
@@ -191,3 +205,59 @@ def test_modc_refuses_a_bad_option():
     cls = available_strategies()["modc"]
     with pytest.raises(ConfigError, match="view_fraction"):
         cls(cls.parse_options({"view_fraction": 1.5}))
+
+
+def test_every_stage_runs_when_the_increment_is_shorter_than_the_schedule(tmp_path, cache_dir, monkeypatch):
+    """synth-4inc-lf10 gives 2 epochs, the stages need 6: the steps are shared among them, so
+    SimSiam, the unlabelled images and the pseudo-labels act; run.json says how many steps and
+    images each stage had, and a crash inside a fitted epoch resumes exactly."""
+    from cl_fir.engine.loop import TrainingLoop
+    from cl_fir.errors import ConfigError
+
+    _, child = _lf_scenario(tmp_path, "0.25")
+    over = {"train.epochs": 2, "train.samples_per_epoch": 48, "train.checkpoint_every": 1}   # 6 steps an epoch
+    with pytest.raises(ConfigError, match="train.epochs=2 is fewer than the 6 epochs"):
+        resolve_config("modc", str(child), dict(over), strategy_options={"fit_schedule": False})
+    seen = set()
+    original_criterion = __import__("cl_fir.strategies.modc", fromlist=["MODC"]).MODC.criterion
+
+    def spy(self, loop):
+        seen.add((loop.increment.index, loop.epoch, loop.step_in_epoch, self.stage(loop)))
+        return original_criterion(self, loop)
+
+    monkeypatch.setattr("cl_fir.strategies.modc.MODC.criterion", spy)
+    opts = {"confidence": 0.0}
+    full = execute_run(resolve_config("modc", str(child), dict(over), output_dir=str(tmp_path / "full"), seed=2,
+                                      strategy_options=opts))
+    assert {stage for *_, stage in seen} == set(range(len(STAGES)))
+    assert sorted(s for i, e, st, s in seen if i == 0 and e == 0) == [0, 0, 1, 1, 2, 2]   # stages change mid-epoch
+    record = json.loads((full / "run.json").read_text())["strategy_info"]["modc_stages"]
+    assert [r["increment"] for r in record] == [1, 2]
+    for inc in record:
+        stages = inc["stages"]
+        assert list(stages) == list(STAGES)
+        assert all(st["steps"] == 2 and st["images"] == 2 * 2 * 8 for st in stages.values())
+        assert all(st["unlabelled_images"] == 0 for name, st in stages.items() if STAGES.index(name) < 3)
+        assert all(st["unlabelled_images"] > 0 for name, st in stages.items() if STAGES.index(name) >= 3)
+        assert stages["semi3_instance_pseudo"]["pseudo_labelled_pairs"] > 0
+    assert sum(st["old_attribute_pseudo_labels"] for st in record[1]["stages"].values()) > 0
+
+    monkeypatch.setattr("cl_fir.strategies.modc.MODC.criterion", original_criterion)
+    original, calls = TrainingLoop.training_step, {"n": 0}
+
+    def crashing_step(self, batch):    # increment 2, epoch 2, second step: inside semi-supervised step 2
+        calls["n"] += 1
+        if calls["n"] == 12 + 6 + 2:
+            raise _Crash("simulated crash")
+        return original(self, batch)
+
+    monkeypatch.setattr(TrainingLoop, "training_step", crashing_step)
+    with pytest.raises(_Crash):
+        execute_run(resolve_config("modc", str(child), dict(over), output_dir=str(tmp_path / "crash"), seed=2,
+                                   strategy_options=opts))
+    crashed = tmp_path / "crash" / "tiny-lf" / "modc" / "seed2"
+    monkeypatch.setattr(TrainingLoop, "training_step", original)
+    resume_run(crashed)
+    assert (crashed / "matrix.csv").read_text() == (full / "matrix.csv").read_text()
+    resumed = json.loads((crashed / "run.json").read_text())["strategy_info"]["modc_stages"]
+    assert resumed == record

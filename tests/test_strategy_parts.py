@@ -99,6 +99,43 @@ def test_mcl_fir_heads_routing_frozen_old_head_and_live_teacher(tiny_scenario):
     assert c[1].extra_head_passes == 2 * c[1].images_forwarded   # teacher head + student head per image
 
 
+@pytest.mark.parametrize("reset", ["copy", "freeze"])
+def test_mcl_fir_teacher_reset_re_anchors_the_teacher_at_each_increment(reset, tiny_scenario, monkeypatch):
+    """``copy``: the teacher starts each increment as the student and follows it; ``freeze``: it
+    stays the model as it was when the increment began. With ``none`` (mcl_fir's default) it
+    follows the student across increments (see the test above)."""
+    loop = loop_for("mcl_fir", tiny_scenario, ema_momentum=0.5, teacher_reset=reset)
+    loop.run(0, 1)
+    start = state_of(loop.model)
+    teachers = []
+    original = type(loop.strategy).before_training_epoch
+
+    def spy(self, loop):
+        teachers.append(state_of(self.teacher.module))
+        original(self, loop)
+
+    monkeypatch.setattr(type(loop.strategy), "before_training_epoch", spy)
+    steps_before = loop.iteration
+    loop.run(1, 2)
+    assert all(torch.equal(teachers[0][k], v) for k, v in start.items())        # a copy of the student
+    teacher = loop.strategy.teacher
+    final = state_of(teacher.module)
+    if reset == "freeze":
+        assert teacher.updates == 0 and all(torch.equal(final[k], v) for k, v in start.items())
+    else:
+        assert teacher.updates == loop.iteration - steps_before > 0
+        assert not all(torch.equal(final[k], v) for k, v in start.items())
+
+
+def test_mcl_fir_teacher_reset_ablation_is_mcl_fir_with_a_frozen_teacher():
+    from cl_fir.registry import get_strategy_class
+
+    cls = get_strategy_class("mcl_fir_teacher_reset")
+    assert cls.Options().teacher_reset == "freeze" and issubclass(cls, get_strategy_class("mcl_fir"))
+    with pytest.raises(ConfigError, match="teacher_reset"):
+        cls(cls.parse_options({"teacher_reset": "reset"}))
+
+
 def test_mcl_fir_rejects_bad_options(tiny_scenario):
     with pytest.raises(ConfigError, match="kd_loss"):
         loop_for("mcl_fir", tiny_scenario, kd_loss="l1")
@@ -135,20 +172,21 @@ def test_ewc_fisher_anchor_and_penalty(tiny_scenario):
     loop = loop_for("ewc", tiny_scenario, fisher_batches=2)
     loop.run(0, 1)
     ewc = loop.strategy
-    assert ewc.fisher and set(ewc.fisher) == set(ewc.anchor)
-    assert all((f >= 0).all() for f in ewc.fisher.values()) and any(f.sum() > 0 for f in ewc.fisher.values())
+    fisher, anchor = ewc.fishers[0], ewc.anchors[0]
+    assert fisher and set(fisher) == set(anchor)
+    assert all((f >= 0).all() for f in fisher.values()) and any(f.sum() > 0 for f in fisher.values())
     # the penalty is zero at the anchor and positive away from it
     loop.mb_output, loop.loss = torch.zeros(1), torch.zeros(())
     ewc.before_backward(loop)
     assert float(loop.loss.detach()) == 0.0
-    name = next(n for n, f in ewc.fisher.items() if f.sum() > 0)
+    name = next(n for n, f in fisher.items() if f.sum() > 0)
     with torch.no_grad():
         dict(loop.model.named_parameters())[name].add_(1.0)
     loop.loss = torch.zeros(())
     ewc.before_backward(loop)
-    assert float(loop.loss.detach()) == pytest.approx(0.5 * ewc.opts.ewc_lambda * float(ewc.fisher[name].sum()), rel=1e-4)
+    assert float(loop.loss.detach()) == pytest.approx(0.5 * ewc.opts.ewc_lambda * float(fisher[name].sum()), rel=1e-4)
     c = loop.cost.increments[0]
-    assert c.images_backpropagated == c.images_forwarded and c.images_forwarded > c.optimizer_steps * 16
+    assert c.images_backpropagated > c.images_forwarded > c.optimizer_steps * 16
 
 
 def test_replay_buffer_is_class_balanced_and_mixed_into_batches(tiny_scenario):

@@ -177,3 +177,18 @@ class ViewPairSampler(Sampler[list[int]]):
         for _ in range(self.num_batches):
             picked = self.rows[rng.integers(self.rows.size, size=self.batch_size)].tolist()
             yield picked + picked
+
+
+class ChainedBatchSampler(Sampler[list[int]]):
+    """The batches of several batch samplers, one sampler after the other (an epoch whose
+    batches change composition part-way, e.g. MODC's stages fitted into the epoch's steps)."""
+
+    def __init__(self, samplers: list):
+        self.samplers = samplers
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self.samplers)
+
+    def __iter__(self):
+        for sampler in self.samplers:
+            yield from sampler

@@ -4,6 +4,13 @@ Counts are hardware-independent (image passes, optimizer steps, estimated FLOPs)
 sit next to wall-clock numbers (training time apart from data wait, evaluation time)
 and peak memory, so cost ratios can be compared across machines.
 
+Training time is booked by one mechanism, :meth:`CostMeter.training_time`: the loop runs
+everything an increment trains inside it (the strategy's hooks with their extra passes,
+EWC's Fisher, MODC's centroids, D&C's clustering, the epochs, the stored class centroids),
+and the waits for data booked inside (:meth:`CostMeter.add_data_wait`) are taken out. So an
+increment's ``train_seconds + data_wait_seconds + eval_seconds`` is its whole wall time,
+less the results and checkpoint written after it; nothing a strategy adds can be left out.
+
 FLOPs are estimated from one forward pass counted by ``torch.utils.flop_counter`` at the
 training input size: a back-propagated image costs about 3x its forward FLOPs, a
 forward-only image (a teacher, an old model) 1x, and an extra pass through a head alone
@@ -12,9 +19,11 @@ forward-only image (a teacher, an old model) 1x, and an extra pass through a hea
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import resource
 import sys
+import time
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +90,8 @@ class CostMeter:
         self.head_flops = head_flops
         self.parameters = parameters
         self.increments: list[IncrementCost] = []
+        self._span_start: float | None = None    # training_time(): when the time not yet booked began
+        self._span_wait = 0.0                    # data waits booked since then
 
     def start(self, increment: int) -> IncrementCost:
         self.increments = [c for c in self.increments if c.increment != increment]
@@ -94,18 +105,64 @@ class CostMeter:
     def current(self) -> IncrementCost:
         return self.increments[-1]
 
+    @contextlib.contextmanager
+    def training_time(self):
+        """Book the block's wall time, less the data waits booked inside it, into the current
+        increment's ``train_seconds`` (on CUDA after the queued work has finished). A nested
+        block is part of the outer one."""
+        if self._span_start is not None:
+            yield
+            return
+        self.restart_training_time()
+        try:
+            yield
+        finally:
+            if self.setup.device.type == "cuda":
+                torch.cuda.synchronize(self.setup.device)
+            self.book_training_time()
+            self._span_start = None
+
+    def restart_training_time(self) -> None:
+        """Count training time from now on (e.g. after loading a checkpoint's cost, which holds
+        the time until then)."""
+        self._span_start, self._span_wait = time.perf_counter(), 0.0
+
+    def book_training_time(self) -> None:
+        """Book the training time since the last booking now (before a checkpoint is written)."""
+        if self._span_start is None:
+            return
+        now = time.perf_counter()
+        self.current.train_seconds += now - self._span_start - self._span_wait
+        self._span_start, self._span_wait = now, 0.0
+
+    def add_data_wait(self, seconds: float) -> None:
+        """Time spent waiting for a batch of training data: booked apart, not as training time."""
+        self.current.data_wait_seconds += seconds
+        if self._span_start is not None:
+            self._span_wait += seconds
+
     def add_training_step(self, n: int) -> None:
         """One optimizer step on ``n`` images (called by the loop)."""
         self.add_gradient_pass(n)
         self.current.optimizer_steps += 1
 
     def add_gradient_pass(self, n: int) -> None:
-        """For strategies: ``n`` images forwarded and back-propagated without a step (e.g. Fisher)."""
+        """For strategies: ``n`` images forwarded and back-propagated once, without a step."""
         n *= self.replicas
         c = self.current
         c.images_forwarded += n
         c.images_backpropagated += n
         c.train_flops += 3.0 * self.forward_flops * n
+
+    def add_sample_gradients(self, n: int, samples: int) -> None:
+        """For strategies: ``n`` images forwarded once, then back-propagated once per sample of
+        the batch (per-sample gradients, e.g. EWC's empirical Fisher): ``n * samples`` images
+        back-propagated, each backward costing about twice the forward."""
+        n *= self.replicas
+        c = self.current
+        c.images_forwarded += n
+        c.images_backpropagated += n * samples
+        c.train_flops += self.forward_flops * n * (1.0 + 2.0 * samples)
 
     def add_forward_only(self, n: int, backbone_only: bool = False, all_ranks: bool = False) -> None:
         """For strategies: images passed through a teacher or old model without backward

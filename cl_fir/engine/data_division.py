@@ -21,7 +21,8 @@ train on it, up to ``max_clusters``; an attribute trained again later (replay, s
 keeps its K and is re-clustered at the start of the increment, matched to its masks by
 centroid. A strategy that resets the model (static) resets the division with it.
 
-The clustering pass is counted in the cost (one forward pass per row) and in train time.
+The clustering pass is counted in the cost (one forward pass per row); it runs inside the
+loop's training time.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from torch.utils.data import ConcatDataset, Dataset, Subset
 
 from cl_fir.clustering import (bisect_clusters, centroids_of, cluster_with_retries, relabel_by_centroids,
                                relabel_by_overlap)
+from cl_fir.engine.seeding import Stream
 from cl_fir.evaluation.evaluator import embed_batches
 from cl_fir.models.dnc_head import UNMASKED
 
@@ -104,7 +106,7 @@ class DataDivision:
         for rows, labels in self.assignments.values():
             row_group[rows] = labels
         clusters = [g for g in range(int(row_group.max()) + 1) if sampler.can_draw(row_group, g)] or [0]
-        rng = np.random.default_rng(loop.epoch_seed(epoch, stream=4))
+        rng = np.random.default_rng(loop.epoch_seed(epoch, Stream.DIVISION_SCHEDULE))
         schedule = np.resize(rng.permutation(clusters), len(sampler))
         if self._tagged is None or self._tagged.dataset is not dataset:   # one object per dataset: the epoch
             self._tagged = GroupTaggedDataset(dataset)                     # loader keeps its workers
@@ -122,7 +124,7 @@ class DataDivision:
             self.clustered_at = epoch
             return
         feats = self.features(loop, dataset, rows)
-        seed = loop.epoch_seed(epoch, stream=5)
+        seed = loop.epoch_seed(epoch, Stream.DIVISION_KMEANS)
         sizes = []
         for a in attributes:
             head = self.head_of(a)
@@ -147,8 +149,7 @@ class DataDivision:
             self.assignments[a] = (sel, labels)
             sizes.append(f"{loop.scenario.meta.names[a]} {int((np.bincount(labels, minlength=k) > 0).sum())}")
         self.clustered_at = epoch
-        loop.cost.add_forward_only(len(rows), all_ranks=True)
-        loop.cost.current.train_seconds += time.perf_counter() - start
+        loop.cost.add_forward_only(len(rows), all_ranks=True)   # its time is the loop's training time
         loop.reporter.log(f"  D&C epoch {epoch + 1}: clusters per attribute: {', '.join(sizes)} "
                           f"({time.perf_counter() - start:.1f} s)")
 
@@ -169,7 +170,8 @@ class DataDivision:
 
         try:
             feats = embed_batches(Subset(untransformed_view(dataset), rows.tolist()), forward, loop.setup,
-                                  loop.cfg.eval.batch_size, loop.num_workers, loop.dist)
+                                  loop.cfg.eval.batch_size, loop.num_workers, loop.dist,
+                                  on_wait=loop.cost.add_data_wait)
         finally:
             for m, mode in modes.items():
                 m.training = mode

@@ -29,7 +29,7 @@ from cl_fir.engine.epoch_loader import EpochLoader
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.engine.progress import Reporter
-from cl_fir.engine.seeding import derive_seed, rng_state, set_rng_state, worker_init
+from cl_fir.engine.seeding import Stream, derive_seed, rng_state, set_rng_state, worker_init
 from cl_fir.errors import ConfigError, TrainingError
 from cl_fir.evaluation.evaluator import embed_under_attributes, evaluate_tasks
 from cl_fir.models import RetrievalModel
@@ -119,6 +119,9 @@ class TrainingLoop:
         self.scheduler = None
         self.mb_x = self.mb_y = self.mb_task = self.mb_group = self.mb_output = self.mb_features = self.loss = None
         self.mb_local_output = None
+        #: the heads' auxiliary losses (CRT's diversity, ...) recorded by the student's forward of
+        #: the batch; None when there are none
+        self.mb_aux: torch.Tensor | None = None
         #: ``[(weight, embeddings)]`` per branch of models with several (ASEN++), else None
         self.mb_branches = None
         self.mb_target_x = self.mb_text = self.mb_text_features = None     # composed family only
@@ -151,9 +154,10 @@ class TrainingLoop:
                           collate_fn=collate_images, persistent_workers=persistent and workers > 0,
                           prefetch_factor=self.cfg.train.prefetch_factor if workers > 0 else None)
 
-    def epoch_seed(self, epoch: int, stream: int) -> int:
-        """A seed for one random stream of one epoch of the current increment."""
-        return derive_seed(self.cfg.seed, self.increment.index, epoch, stream)
+    def epoch_seed(self, epoch: int, stream: Stream, *parts: int) -> int:
+        """A seed for one random stream (:class:`~cl_fir.engine.seeding.Stream`) of one epoch of
+        the current increment; ``parts`` split a stream further (e.g. into segments of an epoch)."""
+        return derive_seed(self.cfg.seed, self.increment.index, epoch, stream, *parts)
 
     def reset_model(self) -> None:
         """Restore the initial weights (for strategies that retrain from scratch)."""
@@ -170,7 +174,8 @@ class TrainingLoop:
             self.train_increment(inc, resume if resume is not None and resume["increment"] == inc.index else None)
             self.dist.check_in_sync(self.model, f"after increment {inc.index + 1}")
             if self.cfg.eval.mode == "prioritized":
-                self.store_centroids()
+                with self.cost.training_time():    # the centroid pass counts in the training cost
+                    self.store_centroids()
             results = self.evaluate_increment(inc)   # every rank embeds a share; rank 0 scores
             if self.dist.is_main and self.on_increment_end is not None:
                 self.on_increment_end(self, inc, results)
@@ -200,62 +205,77 @@ class TrainingLoop:
             raise RunInterrupted(f"stopped by {stop}; continue with: cl-fir run --resume <run dir>")
 
     def train_increment(self, inc: Increment, resume: dict | None = None) -> None:
-        t = self.cfg.train
+        """Train one increment. Everything it runs is training time (:meth:`CostMeter.training_time`):
+        the strategy's hooks and their extra passes as much as the epochs; only data waits are
+        booked apart."""
         self.increment = inc
-        cost = self.cost.start(inc.index)
-        self.strategy.before_training_exp(self)
-        sources = self.strategy.training_increments(self)
-        self.optimizer, self.scheduler = self.strategy.make_optimizer(self)
-        start_epoch, start_step = 0, 0
-        if resume is not None:   # continue mid-increment: what before_training_exp set up is overwritten
-            self.load_position_state(resume)
-            cost = self.cost.current
-            start_epoch, start_step = resume["epoch"], resume["step"]
-        self.model.train()
-        n_inc = len(self.scenario.increments)
-        names = ", ".join(self.scenario.meta.names[a] for a in inc.attributes)
-        self.reporter.log(f"[bold]increment {inc.index + 1}/{n_inc}[/bold]: {names}"
-                          + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})" if len(sources) > 1 else ""))
-        # one loader and its workers for every epoch on the same dataset (train.persistent_workers)
-        epoch_loader = EpochLoader(self._loader, t.persistent_workers and self.num_workers > 0)
-        try:
-            self._train_epochs(start_epoch, start_step, resume, epoch_loader, cost)
-        finally:
-            epoch_loader.close()
-        self.strategy.after_training_exp(self)
+        self.cost.start(inc.index)
+        with self.cost.training_time():
+            self.strategy.before_training_exp(self)
+            sources = self.strategy.training_increments(self)
+            self.optimizer, self.scheduler = self.strategy.make_optimizer(self)
+            start_epoch, start_step = 0, 0
+            if resume is not None:   # continue mid-increment: what before_training_exp set up is overwritten
+                self.load_position_state(resume)
+                self.cost.restart_training_time()   # the checkpoint's cost holds the time until it
+                start_epoch, start_step = resume["epoch"], resume["step"]
+            self.model.train()
+            n_inc = len(self.scenario.increments)
+            names = ", ".join(self.scenario.meta.names[a] for a in inc.attributes)
+            self.reporter.log(f"[bold]increment {inc.index + 1}/{n_inc}[/bold]: {names}"
+                              + (f" (training on increments {sources[0] + 1}-{sources[-1] + 1})"
+                                 if len(sources) > 1 else ""))
+            # one loader and its workers for every epoch on the same dataset (train.persistent_workers)
+            epoch_loader = EpochLoader(self._loader, self.cfg.train.persistent_workers and self.num_workers > 0)
+            try:
+                self._train_epochs(start_epoch, start_step, resume, epoch_loader)
+            finally:
+                epoch_loader.close()
+            self.strategy.after_training_exp(self)
         self.cost.record_peak_memory()
 
-    def _train_epochs(self, start_epoch: int, start_step: int, resume: dict | None, epoch_loader: EpochLoader,
-                      cost) -> None:
+    def timed_batches(self, loader):
+        """The batches of ``loader``, the time spent waiting for each booked as data wait (the
+        training epochs, and strategies' own passes over training data such as EWC's Fisher).
+        The loader's iterator is made at once: making it draws from torch's random state."""
+        batches = iter(loader)
+
+        def timed():
+            while True:
+                t0 = time.perf_counter()
+                batch = next(batches, None)
+                self.cost.add_data_wait(time.perf_counter() - t0)
+                if batch is None:
+                    return
+                yield batch
+
+        return timed()
+
+    def _train_epochs(self, start_epoch: int, start_step: int, resume: dict | None,
+                      epoch_loader: EpochLoader) -> None:
         """The epochs of the current increment from ``start_epoch`` (``start_step`` steps of
-        it already done when resuming); training time is booked into ``cost``."""
+        it already done when resuming)."""
         t = self.cfg.train
         for epoch in range(start_epoch, t.epochs):
             self.epoch = epoch
             skip = start_step if epoch == start_epoch else 0
-            torch.manual_seed(self.epoch_seed(epoch, stream=1))   # dropout, strategies' draws (augmentation: below)
-            if hasattr(self.model, "set_epoch"):                   # models with a schedule of their own (ASEN++)
-                self.model.set_epoch(epoch)
+            torch.manual_seed(self.epoch_seed(epoch, Stream.STEP_DRAWS))   # dropout, strategies' draws
+            self.set_model_epoch(epoch)
             dataset, sampler = self.strategy.training_batches(self, epoch)
             if self.division is not None:
                 dataset, sampler = self.division.group_epoch(self, dataset, sampler, epoch)
-            loader = epoch_loader.for_epoch(dataset, SeededBatches(sampler, skip, self.epoch_seed(epoch, stream=7),
-                                                                   self.batch_shard))
+            seeds = self.epoch_seed(epoch, Stream.AUGMENTATION)
+            loader = epoch_loader.for_epoch(dataset, SeededBatches(sampler, skip, seeds, self.batch_shard))
             self.strategy.before_training_epoch(self)
             self.step_in_epoch = skip
             self.loss_readback.reset()
-            steps, wait = 0, 0.0
-            start = epoch_start = time.perf_counter()   # start: since the last time booked into the cost
+            steps = 0
+            epoch_start = time.perf_counter()
             with self.reporter.task(len(sampler) - skip, f"  epoch {epoch + 1}/{t.epochs}") as advance:
-                batches = iter(loader)
+                batches = self.timed_batches(loader)
                 if skip:   # the random state right after the checkpointed step (strategies' own draws)
                     set_rng_state(resume["rng"])
-                while True:
-                    t0 = time.perf_counter()
-                    batch = next(batches, None)
-                    wait += time.perf_counter() - t0
-                    if batch is None:
-                        break
+                for batch in batches:
                     loss = self.training_step(batch)
                     self.step_in_epoch += 1
                     steps += 1
@@ -264,22 +284,28 @@ class TrainingLoop:
                     stop = self._agreed_stop(poll=self.step_in_epoch % STOP_POLL_STEPS == 0)
                     if self.on_checkpoint is not None and (stop or (every and self.iteration % every == 0)):
                         self.loss_readback.flush()   # never checkpoint weights trained on a non-finite loss
-                        cost.train_seconds += time.perf_counter() - start - wait
-                        cost.data_wait_seconds += wait
-                        start, wait = time.perf_counter(), 0.0
+                        self.cost.book_training_time()
                         self.on_checkpoint(self)
                     self._stop_if_agreed(stop)
             self.loss_readback.flush()
             if self.setup.device.type == "cuda":
                 torch.cuda.synchronize(self.setup.device)
-            elapsed = time.perf_counter() - start
-            cost.train_seconds += elapsed - wait
-            cost.data_wait_seconds += wait
             self.scheduler.step()
             self.strategy.after_training_epoch(self)
             images = steps * 2 * t.batch_size
             self.reporter.log(f"  epoch {epoch + 1}/{t.epochs}: loss {self.loss_readback.mean:.4f}, "
                               f"{steps} steps, {images / max(time.perf_counter() - epoch_start, 1e-9):.0f} img/s")
+
+    def set_model_epoch(self, epoch: int) -> None:
+        """Models with a schedule of their own (ASEN++'s global-only epochs) enter ``epoch``'s
+        phase: the student and every other copy the strategy runs (teachers, frozen old models,
+        :meth:`Strategy.model_copies`), so that a teacher's embeddings are comparable with the
+        student's (a copy with the local branch active against a global-only student left
+        cos = 0.78 between identical weights)."""
+        for model in (self.model, *self.strategy.model_copies(self)):
+            for m in model.modules():
+                if hasattr(m, "set_epoch"):
+                    m.set_epoch(epoch)
 
     def forward_batch(self, batch) -> int:
         """Move a batch to the device and run the model: sets ``mb_*`` and returns the number
@@ -306,6 +332,7 @@ class TrainingLoop:
             self.mb_text_features = self.model.text_features(self.mb_text, self.setup.device)
             queries = self.model.compose(self.mb_features, self.mb_text_features, self.mb_task)
             self.mb_output = torch.cat([F.normalize(queries.float(), dim=1), self.model.embed_target(self.mb_target_x)])
+        self.mb_aux = auxiliary_loss(self.model)
         return 2 * b
 
     def training_step(self, batch) -> float | None:
@@ -351,21 +378,39 @@ class TrainingLoop:
         with self.setup.autocast():
             grouped = {} if self.mb_group is None else {"groups": self.mb_group}
             self.mb_output, self.mb_features = self.model(self.mb_x, self.mb_task, return_features=True, **grouped)
+        self.mb_aux = auxiliary_loss(self.model)    # this forward's own, once (see _backward_and_step)
         self.mb_branches = getattr(self.model, "training_branches", None)
+        if self.mb_branches is not None:   # taken: a copy of the model (lwf's, modc's old model) cannot hold a graph
+            self.model.training_branches = None
         return self.mb_x.shape[0]
 
-    def gradient_pass(self, batch, loss: Callable[["TrainingLoop"], torch.Tensor]) -> int:
-        """For strategies' own passes over training data (EWC's Fisher): forward this rank's
-        share of ``batch`` (from a loader sharded with :attr:`batch_shard`), ``loss(loop)`` on
-        the whole batch, backward, gradients averaged over ranks as in a training step, so
-        every rank holds the gradient one process would; no strategy hooks, no update.
-        Returns the number of images this rank forwarded."""
+    def squared_sample_gradients(self, batch, sample_losses: Callable[["TrainingLoop"], torch.Tensor],
+                                 params: dict[str, torch.nn.Parameter]) -> tuple[dict[str, torch.Tensor], int]:
+        """For strategies' own passes over training data (EWC's empirical Fisher): forward this
+        rank's share of ``batch`` (from a loader sharded with :attr:`batch_shard`), take
+        ``sample_losses(loop)`` (one term per sample of the whole batch, see
+        :meth:`Strategy.sample_losses`) and, for each sample, the gradient of its term, averaged
+        over ranks as in a training step (every rank holds what one process would). Returns
+        the sum over the samples of each parameter's squared gradient (float32) and the number
+        of samples; no strategy hooks, no update. Counted in the cost: one backward of this
+        rank's images per sample."""
         n_images = self.forward_batch(batch)
         self._gather_batch()
-        self.model.zero_grad(set_to_none=True)
-        loss(self).backward()
-        self.dist.average_gradients(self.model.parameters())
-        return n_images
+        terms = sample_losses(self)
+        squares = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
+        n_samples = terms.shape[0]
+        try:
+            for i in range(n_samples):
+                self.model.zero_grad(set_to_none=True)
+                terms[i].backward(retain_graph=i < n_samples - 1)
+                self.dist.average_gradients(params.values())
+                for name, p in params.items():
+                    if p.grad is not None:
+                        squares[name] += p.grad.detach().float() ** 2
+        finally:
+            self.model.zero_grad(set_to_none=True)
+        self.cost.add_sample_gradients(n_images, n_samples)
+        return squares, n_samples
 
     @property
     def batch_shard(self) -> Callable[[list], list] | None:
@@ -390,9 +435,12 @@ class TrainingLoop:
         self.strategy.after_forward(self)
         self.loss = self.strategy.criterion(self)
         self.strategy.before_backward(self)
-        aux = auxiliary_loss(self.model)
-        if aux is not None:                   # heads' own terms (e.g. CRT's diversity), after the strategy's
-            self.loss = self.loss + aux
+        # heads' own terms (e.g. CRT's diversity), after the strategy's: the student's forward of the
+        # batch recorded them once; the strategy's extra passes through the student's heads
+        # (distillation under old attributes) record them again, and those copies are dropped
+        clear_auxiliary(self.model)
+        if self.mb_aux is not None:
+            self.loss = self.loss + self.mb_aux
         where = (self.increment.index, self.epoch, self.step_in_epoch)
         if not self.loss_readback.deferred:   # read at once: a non-finite loss never reaches the weights
             self.loss_readback.push(self.loss, where)
@@ -435,7 +483,8 @@ class TrainingLoop:
             attributes = sorted(set(table.attributes.tolist()))
             rows_of = {a: np.flatnonzero(table.attributes == a) for a in attributes}
             embedded = embed_under_attributes(self.model, [(Subset(view, rows_of[a].tolist()), a) for a in attributes],
-                                              self.setup, self.cfg.eval.batch_size, self.num_workers, self.dist)
+                                              self.setup, self.cfg.eval.batch_size, self.num_workers, self.dist,
+                                              on_wait=self.cost.add_data_wait)
             for a, emb in zip(attributes, embedded):
                 rows = rows_of[a]
                 values = torch.as_tensor(table.values[rows], device=self.setup.device)

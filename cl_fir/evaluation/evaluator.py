@@ -11,7 +11,8 @@ condition's embedding; triplet accuracy is the primary metric.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterable
+import time
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import numpy as np
 import torch
@@ -22,7 +23,7 @@ from cl_fir.data.device_decoding import collate_images
 from cl_fir.engine.device import DeviceSetup
 from cl_fir.evaluation import chance
 from cl_fir.evaluation.embedding_stats import embedding_space_density, kmeans_nmi, spectral_decay
-from cl_fir.evaluation.retrieval import composed_recall_at_k, retrieval_scores
+from cl_fir.evaluation.retrieval import composed_recall_at_k, leave_one_out_ap_at_r, retrieval_scores
 
 from cl_fir.scenario import TripletTask
 
@@ -49,7 +50,8 @@ def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
     if cfg.mode == "prioritized":
         names += [f"{prioritized_prefix(cfg)}{m}" for m in ("map_all", f"map@{cfg.map_k}", f"modc_map@{cfg.map_k}",
                                                            f"modc_recall@{cfg.map_k}")] + ["pl_acc"]
-    return names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
+    return (names + (list(EMBEDDING_STATS) if cfg.embedding_stats else [])
+            + (["map@r_loo"] if cfg.leave_one_out_map_r else []))
 
 
 def chance_levels(task: "EvalTask", cfg: EvalConfig) -> dict[str, float]:
@@ -90,7 +92,8 @@ EMBEDDING_STATS = ("map@r", "nmi", "esd", "rho@1", "rho@2")
 
 
 def _embedding_stats(q: torch.Tensor, c: torch.Tensor, task, ap_at_r) -> dict[str, float]:
-    """MAP@R (%) and NMI, ESD, spectral decay of the task's query and candidate embeddings together."""
+    """MAP@R (%) of the queries ranked against the candidates (``ap_at_r``), and NMI, ESD,
+    spectral decay of the task's query and candidate embeddings together."""
     emb = torch.cat([q, c]).cpu()
     labels = np.concatenate([task.queries.class_ids, task.candidates.class_ids])
     return {"map@r": 100.0 * float(np.mean(ap_at_r)), "nmi": 100.0 * kmeans_nmi(emb, labels),
@@ -108,16 +111,27 @@ def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
 
 @torch.inference_mode()
 def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_workers: int,
-                  dist: "DistributedContext | None" = None) -> torch.Tensor:
+                  dist: "DistributedContext | None" = None,
+                  on_wait: Callable[[float], None] | None = None) -> torch.Tensor:
     """``forward(images on the device, *the batch's other fields)`` over ``dataset`` in order,
     as one float32 tensor. Under torchrun each rank embeds a contiguous share and every
-    rank gets the whole (sets smaller than the number of ranks are embedded whole by each)."""
+    rank gets the whole (sets smaller than the number of ranks are embedded whole by each).
+    ``on_wait(seconds)`` is told the time spent waiting for each batch (training-side passes
+    book it as data wait)."""
     sharded = dist is not None and dist.enabled and len(dataset) >= dist.world_size
     part = Subset(dataset, dist.shard_rows(len(dataset))) if sharded else dataset
     loader = DataLoader(part, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         pin_memory=setup.device.type == "cuda", collate_fn=collate_images)
     chunks = []
-    for images, *other in loader:
+    batches = iter(loader)
+    while True:
+        t0 = time.perf_counter()
+        batch = next(batches, None)
+        if on_wait is not None:
+            on_wait(time.perf_counter() - t0)
+        if batch is None:
+            break
+        images, *other = batch
         images = setup.to_device(images)
         with setup.autocast():
             chunks.append(forward(images, *other).float())
@@ -140,7 +154,8 @@ class _Tagged(Dataset):
 
 
 def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_size: int, num_workers: int,
-                           dist: "DistributedContext | None" = None) -> list[torch.Tensor]:
+                           dist: "DistributedContext | None" = None,
+                           on_wait: Callable[[float], None] | None = None) -> list[torch.Tensor]:
     """The embeddings of each ``(dataset, attribute)`` in ``sets``, in one pass of one loader
     over all of them (:func:`embed_batches`); batches may mix attributes, which the model
     routes as in training. One loader per evaluation instead of one per query or candidate
@@ -152,7 +167,8 @@ def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_s
     def forward(images, attributes):
         return model(images, setup.from_host(attributes))     # routed by the host's copy of the attributes
 
-    return list(embed_batches(whole, forward, setup, batch_size, num_workers, dist).split([len(d) for d, _ in sets]))
+    embedded = embed_batches(whole, forward, setup, batch_size, num_workers, dist, on_wait)
+    return list(embedded.split([len(d) for d, _ in sets]))
 
 
 def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, float]:
@@ -236,6 +252,9 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
                 row[f"modc_recall@{cfg.map_k}"] = 100.0 * float(scores["modc_recall"][cfg.map_k].mean())
             if cfg.embedding_stats:
                 row.update(_embedding_stats(q, c, task, scores["ap@r"]))
+            if cfg.leave_one_out_map_r:        # pytorch-metric-learning's layout: one set, each item vs the rest
+                labels = np.concatenate([task.queries.class_ids, task.candidates.class_ids])
+                row["map@r_loo"] = 100.0 * float(np.nanmean(leave_one_out_ap_at_r(torch.cat([q, c]), labels)))
             if cfg.mode == "prioritized":
                 row.update(_prioritized(q, c, task, cfg, centroids[task.attribute]))
             results[task.attribute] = row

@@ -3,7 +3,8 @@
 Ranking: candidates sorted by decreasing dot-product similarity; ties are broken by
 candidate order (a stable sort), so results are deterministic. Similarities are float32,
 or float64 when the query embeddings are float64 (the benchmark ranks float64 embeddings
-so that it can compare values with an independent scorer exactly).
+so that it can compare values with an independent scorer exactly); float32 can order two
+near-tied candidates differently from float64 (evaluation uses float32).
 
 * **AP** (ASEN protocol, ``reference/datasets.md`` 5): the sum of precision@i over the
   relevant positions i, divided by the number R of relevant candidates in the whole
@@ -12,7 +13,9 @@ so that it can compare values with an independent scorer exactly).
 * **Recall@K**: 1 if at least one relevant candidate is in the top K, else 0 (the usual
   metric-learning hit rate).
 * **AP@R** (MAP@R, Musgrave et al. 2020): with R the number of relevant candidates, the
-  sum of precision@i over relevant positions i <= R, divided by R.
+  sum of precision@i over relevant positions i <= R, divided by R; queries ranked against
+  the candidates (ASEN's layout). :func:`leave_one_out_ap_at_r` is pytorch-metric-learning's
+  layout instead: one set, each item ranked against all the others.
 * **MODC's conventions** (``reference/modc_asenpp.md`` 1.6, inferred from its tables):
   AP@k divided by the number of relevant candidates *found in the top k* (0 when none),
   and recall@k as the share of the query's R relevant candidates found in the top k.
@@ -109,6 +112,39 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
             modc_ap[k][start:stop] = (prec_at_rel[:, :k].sum(dim=1) / found.clamp(min=1)).cpu().numpy()
             modc_rec[k][start:stop] = (found / denom).cpu().numpy()
     return result
+
+
+def leave_one_out_ap_at_r(embeddings, labels, chunk_elements: int | None = None) -> np.ndarray:
+    """AP@R of every item of one set ranked against all the others, itself left out (the
+    layout of pytorch-metric-learning's MAP@R when queries and references are the same
+    embeddings): R is the number of other items with its label. An item whose label no other
+    item has gets NaN (pytorch-metric-learning leaves such queries out of the mean)."""
+    e = _as_tensor(embeddings)
+    device = e.device
+    e = e.to(torch.float64 if e.dtype == torch.float64 else torch.float32)
+    lab = _as_tensor(labels, device=device).long().reshape(-1)
+    if e.ndim != 2 or lab.numel() != e.shape[0]:
+        raise ValueError(f"expected 2-D embeddings with one label each, got {tuple(e.shape)} and {lab.numel()} labels")
+    n = e.shape[0]
+    out = np.full(n, np.nan)
+    if n < 2:
+        return out
+    ranks = torch.arange(1, n + 1, device=device, dtype=torch.float64)
+    rows = max(1, _chunk_elements(chunk_elements, device) // n)
+    for start in range(0, n, rows):
+        stop = min(n, start + rows)
+        me = torch.arange(start, stop, device=device)
+        sims = e[start:stop] @ e.t()
+        sims[me - start, me] = float("-inf")                     # itself: ranked last, never relevant
+        order = torch.sort(-sims, dim=1, stable=True).indices
+        rel = (lab[order] == lab[start:stop, None]) & (order != me[:, None])
+        relf = rel.to(torch.float64)
+        hits = relf.cumsum(dim=1)
+        n_rel = hits[:, -1]
+        within_r = ranks[None, :] <= n_rel[:, None]
+        ap = (hits / ranks * relf * within_r).sum(dim=1) / n_rel.clamp(min=1)
+        out[start:stop] = torch.where(n_rel > 0, ap, float("nan")).cpu().numpy()
+    return out
 
 
 def average_precision(query_emb, query_labels, cand_emb, cand_labels, k: int | None = None) -> np.ndarray:
