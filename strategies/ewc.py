@@ -48,6 +48,8 @@ class EWC(Strategy):
         label_aware: bool = True         # in-batch items with the anchor's value are not negatives
         ewc_lambda: float = 1e5          # chosen on synth-4inc seed 0 among 1e3..1e6 (with a batch-mean Fisher)
         fisher_batches: int = 16         # batches of the finished increment whose samples estimate the Fisher
+        fisher_batch_size: int = 0       # doublets per Fisher batch (0: train.batch_size); each sample's
+        #                                  backward runs through its whole batch, so the pass costs ~ size^2
         penalty: str = "per_task"        # per_task: an anchor and a Fisher per increment (Kirkpatrick) | online
         fisher_decay: float = 1.0        # penalty=online: weight of the previous Fishers' sum (gamma; 1: plain sum)
 
@@ -59,8 +61,10 @@ class EWC(Strategy):
         if o.penalty == "per_task" and o.fisher_decay != 1.0:
             raise ConfigError(f"--opt fisher_decay={o.fisher_decay} applies to penalty=online only (per_task keeps "
                               f"one Fisher per increment)")
-        if not 0.0 <= o.fisher_decay <= 1.0 or o.fisher_batches < 1:
-            raise ConfigError("--opt fisher_decay: expected a number in [0, 1]; fisher_batches: an integer >= 1")
+        if not 0.0 <= o.fisher_decay <= 1.0 or o.fisher_batches < 1 or o.fisher_batch_size == 1 \
+                or o.fisher_batch_size < 0:
+            raise ConfigError("--opt fisher_decay: expected a number in [0, 1]; fisher_batches: an integer >= 1; "
+                              "fisher_batch_size: 0 (the training batch size) or an integer >= 2")
         #: one (Fisher, anchor) pair per penalty term: per finished increment (per_task), or one (online)
         self.fishers: list[dict[str, torch.Tensor]] = []
         self.anchors: list[dict[str, torch.Tensor]] = []
@@ -93,8 +97,8 @@ class EWC(Strategy):
         dataset, table = loop.scenario.training_data([loop.increment.index])
         t = loop.cfg.train
         make = ComposedBatchSampler if loop.scenario.protocol == "composed" else DoubletBatchSampler
-        sampler = make(table, t.batch_size, t.batch_size * self.opts.fisher_batches,
-                       loop.epoch_seed(t.epochs, Stream.FISHER_BATCHES))
+        size = self.opts.fisher_batch_size or t.batch_size
+        sampler = make(table, size, size * self.opts.fisher_batches, loop.epoch_seed(t.epochs, Stream.FISHER_BATCHES))
         return loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, Stream.FISHER_AUGMENTATION),
                                   shard=loop.batch_shard)
 

@@ -152,3 +152,14 @@ def test_ewc_refuses_a_decay_without_online_ewc():
         cls(cls.parse_options({"fisher_decay": 0.9}))
     with pytest.raises(ConfigError, match="--opt penalty"):
         cls(cls.parse_options({"penalty": "kirkpatrick"}))
+
+
+def test_fisher_batches_can_be_smaller_than_training_batches(tiny_scenario):
+    """Each sample's backward runs through its whole batch: fisher_batch_size bounds that cost."""
+    loop = _loop(tiny_scenario, fisher_batches=3, fisher_batch_size=2)
+    loop.increment = loop.scenario.increments[0]
+    sizes = [len(batch[1]) for batch in loop.strategy.fisher_loader(loop)]
+    assert sizes == [4, 4, 4]                                   # 2 doublets per Fisher batch, 3 batches
+    cls = get_strategy_class("ewc")
+    with pytest.raises(ConfigError, match="fisher_batch_size"):
+        cls(cls.parse_options({"fisher_batch_size": 1}))
