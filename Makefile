@@ -15,9 +15,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
-# One process per cell; cells already complete under $(RESULTS) are skipped, interrupted ones resumed.
+# The comparison the project is about, on the default (embedded) scenario: one process per
+# cell, two at a time; cells already complete under $(RESULTS) are skipped, interrupted ones resumed.
 demo: setup
-	$(BIN)/cl-fir sweep --strategies finetune,static --scenarios synth-4inc --seeds 0 --output-dir $(RESULTS) --no-compare
+	$(BIN)/cl-fir sweep --strategies finetune,lwf,ewc,mcl_fir,static --scenarios synth-4inc --seeds 0 --jobs 2 \
+		--output-dir $(RESULTS) --no-compare
 	$(BIN)/cl-fir compare --root $(RESULTS) --scenario synth-4inc
 
 test: setup

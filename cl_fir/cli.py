@@ -255,8 +255,8 @@ def compare_(
     dest = out_dir or root or Path(".")
     _, markdown, written = write_comparison(runs, dest)
     out.print(markdown, highlight=False, markup=False)
-    err.print(f"wrote {len(written)} files to {dest}: comparison.md/.csv/.tex, comparison_tasks.csv, plots/, "
-              f"report.html")
+    err.print(f"wrote {len(written)} files to {dest}: comparison.md/.csv/.tex, comparison_tasks.csv, plots/; "
+              f"open the report: {(dest / 'report.html').resolve()}")
 
 
 data_app = typer.Typer(no_args_is_help=True, help="Check datasets on disk.")

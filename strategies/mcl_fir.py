@@ -4,8 +4,10 @@
 * One attribute-attention head per increment (every head exists from the start; the
   attribute routes to its increment's head). Old heads are frozen by default, in eval
   mode so their BatchNorm statistics stay put (``freeze_old_heads=false`` keeps training them).
-* Doublet InfoNCE on (anchor, positive), temperature from ``[loss]`` (0.3 by default);
-  label-aware masking off by default, as in the paper's NT-Xent.
+* Doublet InfoNCE on (anchor, positive), temperature from ``[loss]`` (0.3 by default),
+  label-aware (same-value items are not negatives) like every other strategy, so that
+  comparisons measure the method rather than the loss; ``mcl_fir_paper`` keeps the paper's
+  NT-Xent, in which they are negatives.
 * An EMA teacher of the whole model (encoder and heads), updated after **every**
   optimizer step (momentum 0.999), always in eval mode, fed a randomly distorted view
   of the batch. The paper makes it once and lets it follow the student across increments
@@ -53,7 +55,7 @@ class MCLFIR(Strategy):
 
     @dataclass
     class Options:
-        label_aware: bool = False        # the paper's NT-Xent treats same-value items as negatives
+        label_aware: bool = True         # the benchmark's common objective (mcl_fir_paper: the paper's NT-Xent)
         freeze_old_heads: bool = True    # old increments' heads: no gradient, BatchNorm in eval mode
         ema_momentum: float = 0.999      # teacher <- m * teacher + (1 - m) * student, every step
         kd_weight: float = 1.0           # embedding distillation through old heads (paper: unspecified)
