@@ -163,7 +163,7 @@ class _TrainBench:
 
         from cl_fir.config import RunConfig
         from cl_fir.engine.cost import CostMeter
-        from cl_fir.engine.device import resolve_device
+        from cl_fir.runtime.device import resolve_device
         from cl_fir.engine.loop import TrainingLoop
         from cl_fir.models import build_model
         from cl_fir.registry import get_strategy_class
@@ -369,7 +369,7 @@ def bench_loader(images: int = 512, source_sizes=(300, 512), crop: int = 224, wo
     from pathlib import Path
 
     from cl_fir.data.transforms import TransformConfig, build_transforms
-    from cl_fir.engine.device import resolve_device
+    from cl_fir.runtime.device import resolve_device
 
     cfg = TransformConfig(resize=int(crop * 256 / 224), crop=crop)
     transform, _ = build_transforms(cfg)

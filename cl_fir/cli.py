@@ -283,9 +283,9 @@ def data_verify(
     """
     import os
 
-    from cl_fir import atomic_io
+    from cl_fir.files import atomic_io
     from cl_fir.data.synth_cache import default_cache_dir
-    from cl_fir.data.verify import report_text, resolve_names, verify
+    from cl_fir.scenario.verify import report_text, resolve_names, verify
     from cl_fir.engine.progress import Reporter
 
     root = data_root or (Path(os.environ["CL_FIR_DATA"]) if os.environ.get("CL_FIR_DATA") else None)
@@ -383,7 +383,7 @@ def curves(
     from cl_fir.analysis.learning_curves import increment_budget, plateau_report, task_curve, write_curves
     from cl_fir.config import parse_assignments
     from cl_fir.engine.progress import Reporter
-    from cl_fir.evaluation.evaluator import METRIC_LABELS
+    from cl_fir.evaluation.evaluator import METRIC_LABELS, metric_names
     from cl_fir.runner import resolve_config
     from cl_fir.scenario import build_scenario, load_spec
 
@@ -403,7 +403,7 @@ def curves(
     for seed in _parse_seeds(seeds):
         for task in names:
             points += task_curve(scenario, task, step_list, seed, overrides, log=reporter.log)
-    metric = METRIC_LABELS.get("map_all" if built.protocol == "ranking" else "triplet_acc", "metric")
+    metric = METRIC_LABELS.get(metric_names(cfg.eval, built.protocol)[0], "metric")
     written = write_curves(points, budget, output_dir, metric)
     out.print((output_dir / "curves.md").read_text(), highlight=False, markup=False)
     if budget in step_list:
@@ -580,7 +580,7 @@ def bench(
     """Benchmarks as ratios against a reference implementation, side by side in one run."""
     import torch
 
-    from cl_fir import atomic_io
+    from cl_fir.files import atomic_io
     from cl_fir.bench import (bench_loader, bench_map, bench_map_gallery, bench_train, bench_train_ablation,
                               default_worker_counts)
 

@@ -300,7 +300,7 @@ def read_run_file(path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
     (strategy options). Returns (top-level values, ``section.key`` overrides, options)."""
     from pathlib import Path
 
-    from cl_fir import readback
+    from cl_fir.files import readback
 
     path = Path(path)
     if not path.is_file():

@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_fir.atomic_io import atomic_path
+from cl_fir.files.atomic_io import atomic_path
 from cl_fir.data.synthfashion import COLOURS, GARMENTS, GENERATOR_VERSION, PATTERNS, render_unlabelled
 from cl_fir.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from cl_fir.errors import ConfigError

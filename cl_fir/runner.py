@@ -12,24 +12,27 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.metadata
 import os
+import platform
 import signal
 import threading
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from cl_fir import readback
-from cl_fir.atomic_io import output_error
+from cl_fir.files import readback
+from cl_fir.files.atomic_io import output_error
 from cl_fir.config import SECTIONS, RunConfig, apply_overrides, apply_section
 from cl_fir.data.image_dataset import count_load_failures
 from cl_fir.data.transforms import resolve_normalize
 from cl_fir.engine.checkpoint import DamagedCheckpoint, load_checkpoint, save_checkpoint, verify_checkpoint
 from cl_fir.engine.cost import CostMeter, forward_flops_per_image
-from cl_fir.engine.device import resolve_device
-from cl_fir.engine.distributed import init_from_env
+from cl_fir.runtime.device import resolve_device
+from cl_fir.runtime.distributed import init_from_env
 from cl_fir.engine.loop import TrainingLoop
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import rng_state, seed_everything
@@ -41,7 +44,7 @@ from cl_fir.models.weights import file_sha256, load_local_weights, resolve_weigh
 from cl_fir.registry import get_strategy_class, is_file_spec
 from cl_fir.report.cost_ratio import find_reference_run, ratio_line
 from cl_fir.report.results import RunResults
-from cl_fir.report.run_dir import RunDirectory, now, versions
+from cl_fir.report.run_dir import RunDirectory, now
 from cl_fir.scenario import apply_spec_defaults, build_scenario, load_spec
 
 
@@ -282,6 +285,23 @@ def _resume(run_dir: RunDirectory, ctx, reporter: Reporter, stop_after: int | No
     info.update(status="running", resumed=now())
     info.pop("error", None)
     return _run(cfg, run_dir, info, reporter, checkpoint, stop_after)
+
+
+def versions() -> dict:
+    """The versions of cl-fir and of the libraries that decide its numbers (run.json)."""
+    import timm
+    import torchvision
+
+    return {"cl_fir": _installed_version("cl-fir"), "python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "timm": timm.__version__,
+            "avalanche": _installed_version("avalanche-lib"), "numpy": np.__version__}
+
+
+def _installed_version(distribution: str) -> str | None:
+    try:
+        return importlib.metadata.version(distribution)
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _relative(run_dir: RunDirectory, path: Path) -> str:

@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cl_fir import readback
+from cl_fir.files import readback
 from cl_fir.errors import CLFirError, ConfigError
 
 BACKENDS = ("local", "ray")

@@ -22,7 +22,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from cl_fir import atomic_io
+from cl_fir.files import atomic_io
 from cl_fir.errors import ConfigError
 from cl_fir.report.statistics import mean_ci
 from cl_fir.report.summary import markdown_table

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from cl_fir.atomic_io import atomic_path, write_json, write_text
+from cl_fir.files.atomic_io import atomic_path, write_json, write_text
 
 
 def test_write_and_replace(tmp_path):
@@ -42,7 +42,7 @@ def _full_disk_after_half(monkeypatch):
     """Every write puts half its data on disk, then fails as a full disk does."""
     import errno
 
-    from cl_fir import atomic_io
+    from cl_fir.files import atomic_io
 
     def faulty(fh, data, target):
         fh.write(bytes(data)[: len(data) // 2])

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from cl_fir import atomic_io, readback
+from cl_fir.files import atomic_io, readback
 from cl_fir.cli import app
 from cl_fir.engine.checkpoint import verify_checkpoint
 from cl_fir.errors import CLFirError

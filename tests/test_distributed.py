@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
-from cl_fir.engine.distributed import DistributedContext
+from cl_fir.runtime.distributed import DistributedContext
 from cl_fir.losses import doublet_infonce
 
 
@@ -297,7 +297,7 @@ class _Rows(torch.utils.data.Dataset):
 
 
 def _sharded_embedding(ctx: DistributedContext):
-    from cl_fir.engine.device import resolve_device
+    from cl_fir.runtime.device import resolve_device
     from cl_fir.evaluation.evaluator import embed_batches
 
     setup = resolve_device("cpu", "fp32")

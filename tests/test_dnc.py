@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cl_fir.clustering import (bisect_clusters, centroids_of, cluster_with_retries, kmeans, relabel_by_centroids,
+from cl_fir.engine.clustering import (bisect_clusters, centroids_of, cluster_with_retries, kmeans, relabel_by_centroids,
                                relabel_by_overlap, valid_clusters)
 from cl_fir.data.asen_meta import SampleTable
 from cl_fir.data.samplers import DoubletBatchSampler, MixedDoubletSampler

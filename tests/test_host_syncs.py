@@ -9,14 +9,14 @@ import torch
 from typer.testing import CliRunner
 
 from cl_fir.cli import app
-from cl_fir.engine.host_syncs import HostSyncCounter
-from cl_fir.engine.device import resolve_device
+from cl_fir.runtime.host_syncs import HostSyncCounter
+from cl_fir.runtime.device import resolve_device
 from cl_fir.models.retrieval_model import route_by_group, route_through
 
 
 def test_route_by_group_matches_a_loop_over_groups():
     """Each group's rows, ascending, once per group present; routed through a table from keys
-    whose values the host kept (engine/host_copies.py), the same without reading the device."""
+    whose values the host kept (runtime/host_copies.py), the same without reading the device."""
     g = torch.Generator().manual_seed(0)
     for n, groups_present in ((1, 1), (7, 3), (40, 5)):
         groups = torch.randint(groups_present, (n,), generator=g) * 2          # odd groups stay empty
@@ -69,7 +69,7 @@ def test_counter_finds_reads_and_value_dependent_shapes_but_not_the_optimizer():
 
 
 def test_counter_finds_blocking_copies_to_a_device_but_not_asynchronous_ones():
-    from cl_fir.engine.device import resolve_device
+    from cl_fir.runtime.device import resolve_device
 
     t = torch.ones(3)
     with HostSyncCounter() as syncs:
@@ -118,7 +118,7 @@ def test_single_head_steps_read_only_the_loss(strategy, extra, tiny_scenario, tm
 def test_multi_head_steps_route_without_reading_the_device(tiny_scenario, tmp_path, monkeypatch):
     """mcl_fir routes the batch, the distilled attributes through the student and through
     the teacher. The attributes come from the host (the loader, the host's draws), which
-    keeps a copy of them (engine/host_copies.py), so each routing works out its groups on
+    keeps a copy of them (runtime/host_copies.py), so each routing works out its groups on
     the host (before: one read of the group sizes each; before that, unique, its tolist and
     one nonzero per head present)."""
     sites = _reads_in_a_step_of_increment_2("mcl_fir", tiny_scenario, tmp_path, monkeypatch)

@@ -149,7 +149,7 @@ LF = {"train.epochs": 6, "train.samples_per_epoch": 16, "train.checkpoint_every"
 
 
 def test_semi_supervised_run_uses_unlabelled_images_and_resumes_exactly(tmp_path, cache_dir, monkeypatch):
-    from cl_fir.engine.host_syncs import HostSyncCounter
+    from cl_fir.runtime.host_syncs import HostSyncCounter
     from cl_fir.engine.loop import TrainingLoop
 
     _, child = _lf_scenario(tmp_path, "0.25")

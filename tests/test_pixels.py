@@ -13,7 +13,7 @@ from cl_fir.cli import app
 from cl_fir.data.device_decoding import collate_images
 from cl_fir.data.pixels import PixelBatch, Pixels
 from cl_fir.data.transforms import TransformConfig, build_transforms, resolve_normalize
-from cl_fir.engine.device import resolve_device
+from cl_fir.runtime.device import resolve_device
 
 
 def _image(h: int, w: int, seed: int) -> Image.Image:

@@ -8,7 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from cl_fir.cli import app
-from cl_fir.engine.distributed import DistributedContext
+from cl_fir.runtime.distributed import DistributedContext
 from cl_fir.engine.loop import SeededBatches, SeededItems
 
 

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from cl_fir import atomic_io
+from cl_fir.files import atomic_io
 from cl_fir.report.summary import markdown_table
 
 

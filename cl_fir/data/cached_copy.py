@@ -17,7 +17,7 @@ import os
 import shutil
 from pathlib import Path
 
-from cl_fir import atomic_io
+from cl_fir.files import atomic_io
 
 MANIFEST = ".manifest.json"
 

@@ -36,7 +36,7 @@ from torch.utils.data import default_collate
 from torchvision.transforms.v2 import functional as F
 
 from cl_fir.data.pixels import Normalisation, PixelBatch, Pixels
-from cl_fir.engine.device import host_to_device
+from cl_fir.runtime.device import host_to_device
 
 _JPEG_MAGIC = b"\xff\xd8\xff"
 

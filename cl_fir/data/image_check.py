@@ -34,7 +34,7 @@ from typing import Iterable, Sequence
 
 from PIL import Image
 
-from cl_fir import atomic_io
+from cl_fir.files import atomic_io
 
 LEVELS = ("exists", "header", "decode")
 ALTERNATE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch.utils.data import default_collate
 
-from cl_fir.engine.device import host_to_device
+from cl_fir.runtime.device import host_to_device
 
 
 @dataclass(frozen=True)

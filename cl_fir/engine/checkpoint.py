@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from cl_fir.atomic_io import atomic_file
+from cl_fir.files.atomic_io import atomic_file
 from cl_fir.errors import DamagedFileError, OutputError
 
 _ZIP_MAGIC = b"PK\x03\x04"

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import torch
 
-from cl_fir.engine.device import DeviceSetup
+from cl_fir.runtime.device import DeviceSetup
 
 
 @dataclass

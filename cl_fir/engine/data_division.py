@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import ConcatDataset, Dataset, Subset
 
-from cl_fir.clustering import (bisect_clusters, centroids_of, cluster_with_retries, relabel_by_centroids,
+from cl_fir.engine.clustering import (bisect_clusters, centroids_of, cluster_with_retries, relabel_by_centroids,
                                relabel_by_overlap)
 from cl_fir.engine.seeding import Stream
 from cl_fir.evaluation.evaluator import embed_batches

@@ -24,9 +24,9 @@ from cl_fir.config import RunConfig
 from cl_fir.data.device_decoding import collate_images
 from cl_fir.engine.cost import CostMeter
 from cl_fir.engine.data_division import DataDivision, untransformed_view
-from cl_fir.engine.distributed import DistributedContext
+from cl_fir.runtime.distributed import DistributedContext
 from cl_fir.engine.epoch_loader import EpochLoader
-from cl_fir.engine.device import DeviceSetup
+from cl_fir.runtime.device import DeviceSetup
 from cl_fir.engine.loss_readback import LossReadback
 from cl_fir.engine.progress import Reporter
 from cl_fir.engine.seeding import Stream, derive_seed, rng_state, set_rng_state, worker_init

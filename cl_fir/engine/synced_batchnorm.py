@@ -39,7 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cl_fir.engine.distributed import _GatherAll
+from cl_fir.runtime.distributed import _GatherAll
 from cl_fir.errors import ConfigError
 
 

@@ -12,7 +12,7 @@ condition's embedding; triplet accuracy is the primary metric.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -20,16 +20,12 @@ from torch.utils.data import ConcatDataset, DataLoader, Dataset, Subset
 
 from cl_fir.config import EvalConfig
 from cl_fir.data.device_decoding import collate_images
-from cl_fir.engine.device import DeviceSetup
 from cl_fir.evaluation import chance
 from cl_fir.evaluation.embedding_stats import embedding_space_density, kmeans_nmi, spectral_decay
 from cl_fir.evaluation.retrieval import composed_recall_at_k, leave_one_out_ap_at_r, retrieval_scores
-
-from cl_fir.scenario import TripletTask
-
-if TYPE_CHECKING:
-    from cl_fir.engine.distributed import DistributedContext
-    from cl_fir.scenario import EvalTask
+from cl_fir.runtime.device import DeviceSetup
+from cl_fir.runtime.distributed import DistributedContext
+from cl_fir.scenario.tasks import EvalTask, TripletTask
 
 #: Human name of each primary metric (the first of :func:`metric_names`).
 METRIC_LABELS = {"map_all": "MAP@all", "triplet_acc": "triplet accuracy", "recall@10": "Recall@10"}
@@ -38,12 +34,14 @@ METRIC_LABELS = {"map_all": "MAP@all", "triplet_acc": "triplet accuracy", "recal
 COMPOSED_KS = (10, 1, 50)
 
 
+#: Protocols whose metrics do not depend on ``[eval]``: triplet accuracy (CSN), composed Recall@K.
+FIXED_METRICS = {"triplet": ("triplet_acc",), "composed": tuple(f"recall@{k}" for k in COMPOSED_KS)}
+
+
 def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
     """Metrics recorded for every task; the first is the run's primary metric."""
-    if protocol == "triplet":
-        return ["triplet_acc"]
-    if protocol == "composed":
-        return [f"recall@{k}" for k in COMPOSED_KS]
+    if protocol in FIXED_METRICS:
+        return list(FIXED_METRICS[protocol])
     names = ["map_all", f"map@{cfg.map_k}", *[f"recall@{k}" for k in cfg.recall_ks]]
     if cfg.modc_metrics:
         names += [f"modc_map@{cfg.map_k}", f"modc_recall@{cfg.map_k}"]
@@ -54,7 +52,7 @@ def metric_names(cfg: EvalConfig, protocol: str = "ranking") -> list[str]:
             + (["map@r_loo"] if cfg.leave_one_out_map_r else []))
 
 
-def chance_levels(task: "EvalTask", cfg: EvalConfig) -> dict[str, float]:
+def chance_levels(task: EvalTask, cfg: EvalConfig) -> dict[str, float]:
     """The chance level (percent, uniformly random ranking; :mod:`cl_fir.evaluation.chance`) of
     each rank-based metric the task reports: MAP@all, MAP@k and Recall@K for ranking tasks,
     triplet accuracy, or composed Recall@K."""
@@ -111,7 +109,7 @@ def triplet_accuracy(embeddings: torch.Tensor, anchors, far, close) -> float:
 
 @torch.inference_mode()
 def embed_batches(dataset, forward, setup: DeviceSetup, batch_size: int, num_workers: int,
-                  dist: "DistributedContext | None" = None,
+                  dist: DistributedContext | None = None,
                   on_wait: Callable[[float], None] | None = None) -> torch.Tensor:
     """``forward(images on the device, *the batch's other fields)`` over ``dataset`` in order,
     as one float32 tensor. Under torchrun each rank embeds a contiguous share and every
@@ -154,7 +152,7 @@ class _Tagged(Dataset):
 
 
 def embed_under_attributes(model, sets: list[tuple], setup: DeviceSetup, batch_size: int, num_workers: int,
-                           dist: "DistributedContext | None" = None,
+                           dist: DistributedContext | None = None,
                            on_wait: Callable[[float], None] | None = None) -> list[torch.Tensor]:
     """The embeddings of each ``(dataset, attribute)`` in ``sets``, in one pass of one loader
     over all of them (:func:`embed_batches`); batches may mix attributes, which the model
@@ -185,7 +183,7 @@ def _prioritized(q, c, task, cfg: EvalConfig, centroid: tuple) -> dict[str, floa
 
 
 def embed_composed(model, tasks: list, setup: DeviceSetup, batch_size: int, num_workers: int,
-                   dist: "DistributedContext | None" = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                   dist: DistributedContext | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``(queries, gallery)`` embeddings of each composed task: every gallery in one loader
     pass (targets are embedded alike for all tasks), every query (reference image + text,
     through its task's compositor) in a second."""
@@ -201,9 +199,9 @@ def embed_composed(model, tasks: list, setup: DeviceSetup, batch_size: int, num_
     return list(zip(queries, galleries))
 
 
-def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: EvalConfig,
+def evaluate_tasks(model, tasks: Iterable[EvalTask], setup: DeviceSetup, cfg: EvalConfig,
                    num_workers: int = 0, centroids: dict | None = None,
-                   dist: "DistributedContext | None" = None) -> tuple[dict[int, dict[str, float]], int]:
+                   dist: DistributedContext | None = None) -> tuple[dict[int, dict[str, float]], int]:
     """Metrics per task (keyed by attribute id) and the number of images embedded.
 
     Under torchrun (``dist``) every rank must call it: each embeds a share of every set and
@@ -219,7 +217,7 @@ def evaluate_tasks(model, tasks: Iterable["EvalTask"], setup: DeviceSetup, cfg: 
         sets = [(s, t.attribute) for t in tasks if not hasattr(t, "gallery")
                 for s in ((t.images,) if isinstance(t, TripletTask) else (t.queries, t.candidates))]
         embedded = iter(embed_under_attributes(model, sets, setup, cfg.batch_size, num_workers, dist) if sets else [])
-        composed = [t for t in tasks if hasattr(t, "gallery")]   # cl_fir.composed_scenario.ComposedTask
+        composed = [t for t in tasks if hasattr(t, "gallery")]   # cl_fir.scenario.composed.ComposedTask
         composed_embedded = iter(embed_composed(model, composed, setup, cfg.batch_size, num_workers, dist)
                                  if composed else [])
         for task in tasks:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cl_fir.engine.device import host_to_device
+from cl_fir.runtime.device import host_to_device
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.compositor import TIRGCompositor
 from cl_fir.models.retrieval_model import route_through

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from cl_fir.config import ModelConfig
-from cl_fir.engine.device import host_to_device
-from cl_fir.engine.host_copies import host_copy
+from cl_fir.runtime.device import host_to_device
+from cl_fir.runtime.host_copies import host_copy
 from cl_fir.errors import ConfigError
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.crt_head import CodedResidualHead

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from cl_fir.engine.device import host_to_device
+from cl_fir.runtime.device import host_to_device
 
 _TOKEN = re.compile(r"[a-z0-9]+|[^\sa-z0-9]")
 PAD, UNK = 0, 1

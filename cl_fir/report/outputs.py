@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cl_fir import atomic_io
+from cl_fir.files import atomic_io
 from cl_fir.report import plots as plot_module
 from cl_fir.report.compare import (comparison_csv, comparison_latex, comparison_markdown, compare, prioritized_markdown,
                                    significance_markdown, task_table_csv, task_table_markdown)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_fir import atomic_io
+from cl_fir.files import atomic_io
 from cl_fir.evaluation import matrix_metrics
 from cl_fir.report.compare import AT_CHANCE
 from cl_fir.report.run_dir import LoadedRun

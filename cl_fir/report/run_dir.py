@@ -17,8 +17,6 @@ Files (each written atomically, rewritten after every increment):
 
 from __future__ import annotations
 
-import importlib.metadata
-import platform
 import shutil
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -26,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cl_fir import atomic_io, readback
+from cl_fir.files import atomic_io, readback
 from cl_fir.errors import CLFirError, ConfigError, DamagedFileError
 from cl_fir.report.run_lock import LOCK_NAME, RunLock
 from cl_fir.report.results import RunResults, matrix_csv, metrics_csv
@@ -37,22 +35,6 @@ MARKERS = ("config.json", "run.json")
 
 def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def versions() -> dict:
-    import timm
-    import torch
-    import torchvision
-
-    import cl_fir
-
-    try:
-        avalanche = importlib.metadata.version("avalanche-lib")
-    except importlib.metadata.PackageNotFoundError:
-        avalanche = None
-    return {"cl_fir": cl_fir.__version__, "python": platform.python_version(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "timm": timm.__version__, "avalanche": avalanche,
-            "numpy": np.__version__}
 
 
 def _contents(path: Path) -> list[Path]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from cl_fir.atomic_io import output_error
+from cl_fir.files.atomic_io import output_error
 from cl_fir.errors import ConfigError
 
 LOCK_NAME = ".cl-fir.lock"

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
-from cl_fir.engine.host_copies import keep_host_copy
-from cl_fir.engine.host_syncs import host_only
+from cl_fir.runtime.host_copies import keep_host_copy
+from cl_fir.runtime.host_syncs import host_only
 from cl_fir.errors import ConfigError
 
 
@@ -47,8 +47,8 @@ class DeviceSetup:
         making the host wait: on CUDA it is staged in pinned memory and copied
         asynchronously, in stream order. (``torch.as_tensor(data, device=...)`` and
         ``t.to(device)`` synchronise the stream after the copy: the host waits for every
-        queued kernel, ``engine/host_syncs.py``.) For integer data the host keeps a copy
-        (``engine/host_copies.py``), so routing by these values reads nothing back."""
+        queued kernel, ``runtime/host_syncs.py``.) For integer data the host keeps a copy
+        (``runtime/host_copies.py``), so routing by these values reads nothing back."""
         host = torch.as_tensor(data, dtype=dtype)
         on_device = host_to_device(host, self.device)
         if host.device.type == "cpu" and not host.is_floating_point() and not host.is_complex():

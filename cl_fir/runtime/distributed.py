@@ -213,7 +213,7 @@ def init_from_env() -> DistributedContext:
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if torch.cuda.is_available() else "gloo"
     if not dist.is_initialized():
-        from cl_fir.avalanche_compat import import_before_distributed_init
+        from cl_fir.runtime.avalanche import import_before_distributed_init
 
         import_before_distributed_init()
         if backend == "nccl":

@@ -2,7 +2,7 @@
 
 Routing a batch to per-increment heads needs each head's sample count on the host (to cut
 the batch). Read back from the device, that count makes the host wait for every kernel
-queued before it (``engine/host_syncs.py``): mcl_fir did so 3 times a step. The values it
+queued before it (``runtime/host_syncs.py``): mcl_fir did so 3 times a step. The values it
 needs (each sample's attribute, the attribute drawn for distillation) came from the host in
 the first place, so :meth:`DeviceSetup.from_host` keeps a copy of integer data it sends,
 and :class:`cl_fir.models.retrieval_model.GroupRouting` uses it when there is one.

@@ -22,6 +22,7 @@ from cl_fir.data.image_check import check_images, reason_counts
 from cl_fir.data.problems import ProblemLog
 from cl_fir.data.zappos import CONDITIONS, SPLIT_FILES, ZapposDataset
 from cl_fir.errors import CLFirError, ConfigError
+from cl_fir.scenario.spec import available_scenarios, load_spec
 
 #: Published line counts (non-empty lines), verified on the released split files
 #: (reference/datasets.md 1.3, 2.2, 3.3). DARN's and DeepFashion's train lists are not
@@ -112,8 +113,6 @@ def resolve_names(name: str) -> list[tuple[str, str]]:
     low = name.lower()
     if low in DATASETS:
         return [DATASETS[low]]
-    from cl_fir.scenario import available_scenarios, load_spec
-
     if name in available_scenarios() or name.endswith(".toml"):
         spec = load_spec(name)
         reader = spec.dataset.get("reader")

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 from torch.utils.data import ConcatDataset, Dataset
 
-from cl_fir import avalanche_compat
 from cl_fir.config import RunConfig
 from cl_fir.data.asen_meta import AttributeMeta, SampleTable
 from cl_fir.data.composed import (FASHION200K_CATEGORIES, FASHIONIQ_CATEGORIES, SHOES_CATEGORIES, ComposedSplit,
@@ -35,7 +34,9 @@ from cl_fir.data.image_check import check_images
 from cl_fir.data.problems import ProblemLog
 from cl_fir.data.transforms import build_reader, build_transforms
 from cl_fir.errors import ConfigError
-from cl_fir.scenario import IncrementViews
+from cl_fir.runtime import avalanche
+from cl_fir.scenario.spec import cache_dir
+from cl_fir.scenario.tasks import IncrementViews
 
 
 @dataclass
@@ -189,7 +190,7 @@ class ComposedScenario(IncrementViews):
         #: The Avalanche benchmark: one experience per increment; items are ``(reference image, text, target
         #: image, category)``, classes and task labels are the categories. The test stream holds each
         #: query with its first target; retrieval is scored against the galleries of ``eval_tasks``.
-        self.benchmark = avalanche_compat.benchmark(
+        self.benchmark = avalanche.benchmark(
             [self._tagged(self._rows[lo:hi], self._train_images) for lo, hi in self._row_ranges],
             [self._tagged([r for a in inc.attributes for r in self._test_rows[a]], eval_images)
              for inc in self.increments])
@@ -197,16 +198,14 @@ class ComposedScenario(IncrementViews):
     @staticmethod
     def _tagged(rows: list, images: "_Images"):
         tasks = [r[3] for r in rows]
-        return avalanche_compat.tagged_dataset(ComposedTripletDataset(rows, images), tasks, tasks)
+        return avalanche.tagged_dataset(ComposedTripletDataset(rows, images), tasks, tasks)
 
     # ------------------------------------------------------------------ building
 
     def _check(self, train: ComposedSplit, test: ComposedSplit, level, cfg, progress_factory, strict) -> dict:
         paths = {**train.image_path, **test.image_path}
         keys = sorted(paths)
-        from cl_fir.scenario import _cache_dir
-
-        check = check_images([paths[k] for k in keys], level, _cache_dir(cfg), progress_factory)
+        check = check_images([paths[k] for k in keys], level, cache_dir(cfg), progress_factory)
         self._bad = {keys[i] for i in check.bad}
         if strict and self._bad:
             raise ConfigError(f"{len(self._bad)} of {len(keys)} images of scenario {self.name} are missing or "

@@ -1,0 +1,5 @@
+"""What a run executes on, below everything else: the device and precision (``device``), the
+host's copies of data it sent there (``host_copies``) and the count of host waits
+(``host_syncs``), the data-parallel process group (``distributed``), and the shim through
+which avalanche-lib is used (``avalanche``). Every layer may import it; it imports nothing
+of cl-fir but ``errors``."""
