@@ -138,7 +138,7 @@ def run(
                            ("deterministic", deterministic or None)):
             if value is not None:
                 changes[key] = str(value) if isinstance(value, Path) else value
-        path = resume_run(resume, reporter=reporter, changes=changes, force=force)
+        path = resume_run(resume, reporter=reporter, changes=changes, force=force, handle_signals=True)
         _print_run_row(path)
         return
 
@@ -164,7 +164,7 @@ def run(
     top.pop("scenario", None)
     cfg = resolve_config(chosen_strategy, chosen_scenario, overrides,
                          {**file_options, **parse_assignments(opt, "--opt")}, **top)
-    _print_run_row(execute_run(cfg, overwrite=overwrite, reporter=reporter))
+    _print_run_row(execute_run(cfg, overwrite=overwrite, reporter=reporter, handle_signals=True))
 
 
 def _list_damaged(damaged: list[tuple[Path, str]]) -> None:
