@@ -163,10 +163,11 @@ class _TrainBench:
 
         from cl_fir.config import RunConfig
         from cl_fir.engine.cost import CostMeter
-        from cl_fir.runtime.device import resolve_device
         from cl_fir.engine.loop import TrainingLoop
+        from cl_fir.families import AttributeFamily
         from cl_fir.models import build_model
         from cl_fir.registry import get_strategy_class
+        from cl_fir.runtime.device import resolve_device
 
         self.setup = setup = resolve_device(device, precision)
         self.cfg = cfg = RunConfig(strategy="finetune", scenario="bench")
@@ -183,12 +184,13 @@ class _TrainBench:
                     body.compile()
         strategy = get_strategy_class("finetune")()
         self.label_aware = strategy.opts.label_aware
-        self.loop = loop = TrainingLoop(cfg, SimpleNamespace(protocol="ranking"), strategy, self.harness_model, setup,
-                                        CostMeter(setup, 0.0))
+        self.loop = loop = TrainingLoop(cfg, SimpleNamespace(protocol="ranking"), strategy, self.harness_model,
+                                        AttributeFamily(cfg.loss), setup, CostMeter(setup, 0.0))
         loop.cost.start(0)
-        loop.optimizer, _ = strategy.make_optimizer(loop)
+        loop.optimizer, _ = strategy.make_optimizer(loop.context)
         loop.increment = type("Increment", (), {"index": 0})()
-        self.bare_opt, _ = strategy.make_optimizer(SimpleNamespace(cfg=cfg, model=self.bare_model, setup=setup))
+        self.bare_opt, _ = strategy.make_optimizer(SimpleNamespace(cfg=cfg, model=self.bare_model,
+                                                                   device=setup.device))
         self.images = 2 * batch_size
         self.x = setup.to_device(torch.randn(self.images, 3, image_size, image_size))
         self.y = torch.randint(5, (batch_size,)).repeat(2).to(setup.device)
@@ -273,7 +275,8 @@ def bench_train_ablation(backbone: str = "resnet18", image_size: int = 112, batc
 
     def harness_released():
         b.harness_step()
-        b.loop.mb_output = b.loop.mb_features = b.loop.loss = b.loop.mb_x = None
+        b.loop.context.batch = b.loop.context.loss = None
+        b.loop.context.loss_terms = {}
 
     variants = {
         "bare": b.bare_step,

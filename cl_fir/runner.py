@@ -39,6 +39,7 @@ from cl_fir.engine.seeding import rng_state, seed_everything
 from cl_fir.engine.synced_batchnorm import sync_batchnorm
 from cl_fir.errors import ConfigError, OutputError, TrainingError
 from cl_fir.evaluation.evaluator import METRIC_LABELS, chance_levels, metric_names
+from cl_fir.families import family_named, family_of
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.weights import file_sha256, load_local_weights, resolve_weights
 from cl_fir.registry import get_strategy_class, is_file_spec
@@ -72,6 +73,7 @@ def resolve_config(strategy: str, scenario: str, overrides: dict | None = None,
         raise ConfigError(f"strategy {strategy!r} does not support the {spec.family!r} task family of scenario "
                           f"{spec.name!r} (it supports: {', '.join(cls.families)})")
     cfg.validate()
+    family_named(spec.family).check_config(cfg)
     cls.check_config(opts, cfg)
     return cfg
 
@@ -96,10 +98,12 @@ def config_from_dict(data: dict, where: str) -> RunConfig:
 
 
 def execute_run(cfg: RunConfig, overwrite: bool = False, reporter: Reporter | None = None,
-                stop_after: int | None = None) -> Path:
+                stop_after: int | None = None, handle_signals: bool = False) -> Path:
     """Run ``cfg`` and return its run directory. Files are complete after every increment.
 
-    ``stop_after`` stops after that many increments (the run stays resumable).
+    ``stop_after`` stops after that many increments (the run stays resumable). With
+    ``handle_signals`` (the command line) SIGINT/SIGTERM checkpoint and stop the run
+    (:func:`stop_on_signals`); a library caller's own handlers are left alone by default.
     """
     spec = load_spec(cfg.scenario)
     ctx = init_from_env()
@@ -118,7 +122,7 @@ def execute_run(cfg: RunConfig, overwrite: bool = False, reporter: Reporter | No
             reporter = Reporter(enabled=False)
         info = {"status": "running", "scenario": spec.name, "strategy": cfg.strategy, "seed": cfg.seed,
                 "run_id": cfg.resolved_run_id, "started": now(), "increments_done": 0}
-        return _run(cfg, run_dir, info, reporter, None, stop_after)
+        return _run(cfg, run_dir, info, reporter, None, stop_after, handle_signals)
     finally:
         if ctx.is_main:
             run_dir.release_lock()
@@ -204,7 +208,7 @@ def latest_checkpoint(run_dir: RunDirectory) -> dict | None:
 
 
 def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: int | None = None,
-               changes: dict | None = None, force: bool = False) -> Path:
+               changes: dict | None = None, force: bool = False, handle_signals: bool = False) -> Path:
     """Continue a run from its latest intact checkpoint (increment boundary or mid-increment).
 
     A damaged newer checkpoint is reported in one warning line, renamed to
@@ -214,7 +218,8 @@ def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: i
 
     ``changes`` (top-level keys and ``section.key`` overrides, e.g. a moved ``data_root``)
     and any edit of ``config.json`` since the checkpoint are refused unless ``force``; a
-    forced difference is recorded in run.json (``resumed_with_changes``).
+    forced difference is recorded in run.json (``resumed_with_changes``). ``handle_signals``:
+    as in :func:`execute_run`.
     """
     ctx = init_from_env()
     run_dir = RunDirectory(Path(path), read_only=not ctx.is_main)
@@ -227,14 +232,14 @@ def resume_run(path: str | Path, reporter: Reporter | None = None, stop_after: i
         if run_dir.lock.took_over is not None:
             reporter.warn(run_dir.lock.describe_takeover())
     try:
-        return _resume(run_dir, ctx, reporter, stop_after, changes, force)
+        return _resume(run_dir, ctx, reporter, stop_after, changes, force, handle_signals)
     finally:
         if ctx.is_main:
             run_dir.release_lock()
 
 
 def _resume(run_dir: RunDirectory, ctx, reporter: Reporter, stop_after: int | None, changes: dict | None,
-            force: bool) -> Path:
+            force: bool, handle_signals: bool) -> Path:
     saved = readback.read_json(run_dir.path / "config.json")
     info = readback.read_json(run_dir.path / "run.json")
     cfg = config_from_dict(saved, f"{run_dir.path}/config.json")
@@ -284,7 +289,7 @@ def _resume(run_dir: RunDirectory, ctx, reporter: Reporter, stop_after: int | No
         info["last_checkpoint"] = {"file": _relative(run_dir, choice.path), "position": choice.position()}
     info.update(status="running", resumed=now())
     info.pop("error", None)
-    return _run(cfg, run_dir, info, reporter, checkpoint, stop_after)
+    return _run(cfg, run_dir, info, reporter, checkpoint, stop_after, handle_signals)
 
 
 def versions() -> dict:
@@ -341,11 +346,12 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     flops, head_flops = forward_flops_per_image(model, cfg.transforms.crop, setup, attribute=scenario.tasks[0])
     cost = CostMeter(setup, flops, head_flops, parameters=sum(p.numel() for p in model.parameters()),
                      replicas=ctx.world_size)
-    return TrainingLoop(cfg, scenario, strategy, model, setup, cost, reporter, on_increment_end, dist=ctx)
+    family = family_of(scenario)(cfg.loss)
+    return TrainingLoop(cfg, scenario, strategy, model, family, setup, cost, reporter, on_increment_end, dist=ctx)
 
 
 def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, checkpoint: dict | None,
-         stop_after: int | None) -> Path:
+         stop_after: int | None, handle_signals: bool) -> Path:
     spec = load_spec(cfg.scenario)
     init_from_env().barrier()   # every rank has read the run directory before rank 0 writes to it
     info.update(versions=versions())
@@ -440,7 +446,7 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             cost.load(checkpoint["cost"])
             info["increments_done"] = results.increments_done   # less than before if a newer one was damaged
         stop = len(scenario.increments) if stop_after is None else min(len(scenario.increments), start + stop_after)
-        with stop_on_signals(loop, reporter):
+        with stop_on_signals(loop, reporter) if handle_signals else contextlib.nullcontext():
             loop.run(start, stop, resume=checkpoint if mid_increment else None)
         if info["status"] == "complete":
             reporter.log(f"[green]done[/green]: {run_dir.path}")

@@ -1,35 +1,32 @@
-"""Base class of every strategy.
+"""Base class of every strategy, and static retraining as a piece any strategy can use.
 
 A strategy is one class in one file under ``strategies/``, registered with
-:func:`cl_fir.registry.register_strategy`. It talks to the loop only through hooks named
-as in Avalanche (``before_training_exp``, ``before_backward``,
-``after_training_iteration``, ``after_training_exp``, ...), each called with the
-:class:`~cl_fir.engine.loop.TrainingLoop`, which exposes the model, the optimizer, the
-current increment and mini-batch (``mb_x``, ``mb_y``, ``mb_task``, ``mb_output``) and
-the loss. A strategy owns its loss (:meth:`criterion`) and its state, which it saves and
-restores through :meth:`state_dict` / :meth:`load_state_dict`.
+:func:`cl_fir.registry.register_strategy`. It talks to the loop only through hooks named as
+in Avalanche (``before_training_exp``, ``before_backward``, ``after_update``,
+``after_training_exp``, ...), each called with a :class:`~cl_fir.engine.context.StepContext`:
+the run (``cfg``, ``scenario``, ``family``, ``model``, ``increment``, ``epoch``, ``step``), the
+step's ``batch`` and ``loss``, and operations that keep the multi-process, host/device, cost
+and seed rules out of strategy code (``add_loss``, ``choose``, ``draw``, ``forward``,
+``embed``, ``teacher_inputs``, ``distillation_pairs``, ``squared_sample_gradients``, ...). A
+strategy owns its loss (:meth:`Strategy.criterion`, the task family's metric loss by default)
+and its state, which it saves and restores through :meth:`Strategy.state_dict` /
+:meth:`Strategy.load_state_dict`.
 
-Options are a dataclass named ``Options`` on the class; ``--opt key=value`` sets them.
+Options are a dataclass named ``Options`` on the class, derived from the base class's
+(``class Options(Strategy.Options)``); ``--opt key=value`` sets them.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 import torch
 
 from cl_fir.config import RunConfig, apply_section
-from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
+from cl_fir.engine.context import StepContext
 from cl_fir.engine.seeding import Stream
-from cl_fir.losses import (composed_loss, composed_loss_terms, doublet_infonce, doublet_infonce_terms,
-                           multi_similarity_loss, multi_similarity_terms)
-from cl_fir.models import build_model
-from cl_fir.models.retrieval_model import build_composed_model
-
-if TYPE_CHECKING:
-    from cl_fir.engine.loop import TrainingLoop
-    from cl_fir.scenario import Scenario
+from cl_fir.families import family_of
 
 
 def parameter_groups(params, lr: float) -> list[dict]:
@@ -68,117 +65,70 @@ class Strategy:
 
     # ------------------------------------------------------------ model layout
 
-    def head_of_attribute(self, scenario: "Scenario") -> list[int]:
+    def head_of_attribute(self, scenario) -> list[int]:
         """Which head embeds each attribute; one shared head by default."""
         return [0] * scenario.meta.num_attributes
 
-    def build_model(self, cfg: RunConfig, scenario: "Scenario") -> torch.nn.Module:
+    def build_model(self, cfg: RunConfig, scenario) -> torch.nn.Module:
         """The model, built once before training (seeded); every part exists from the start."""
-        if scenario.protocol == "composed":
-            return build_composed_model(cfg.model, scenario, self.head_of_attribute(scenario))
-        return build_model(cfg.model, scenario.meta.num_attributes, self.head_of_attribute(scenario))
+        return family_of(scenario).build_model(cfg, scenario, self.head_of_attribute(scenario))
 
     # ------------------------------------------------------------ data
 
-    def old_attributes(self, loop: "TrainingLoop") -> list[int]:
-        """Attributes learned in increments before the current one."""
-        return [a for inc in loop.scenario.increments[: loop.increment.index] for a in inc.attributes]
-
-    def training_increments(self, loop: "TrainingLoop") -> list[int]:
+    def training_increments(self, ctx: StepContext) -> list[int]:
         """Increments whose training data is used now (default: the current one only)."""
-        return [loop.increment.index]
+        return [ctx.increment.index]
 
-    def doublets_per_epoch(self, loop: "TrainingLoop", num_increments: int) -> int:
-        return loop.cfg.train.samples_per_epoch
+    def doublets_per_epoch(self, ctx: StepContext, num_increments: int) -> int:
+        return ctx.cfg.train.samples_per_epoch
 
-    def training_batches(self, loop: "TrainingLoop", epoch: int):
-        """``(dataset, batch_sampler)`` for one epoch: fresh seeded doublets from the training increments."""
-        sources = self.training_increments(loop)
-        dataset, table = loop.scenario.training_data(sources)
-        if loop.scenario.protocol == "composed":
-            return dataset, ComposedBatchSampler(table, loop.cfg.train.batch_size,
-                                                 self.doublets_per_epoch(loop, len(sources)),
-                                                 loop.epoch_seed(epoch, Stream.DOUBLETS))
-        sampler = DoubletBatchSampler(table, loop.cfg.train.batch_size, self.doublets_per_epoch(loop, len(sources)),
-                                      loop.epoch_seed(epoch, Stream.DOUBLETS))
-        return dataset, sampler
+    def training_batches(self, ctx: StepContext, epoch: int):
+        """``(dataset, batch_sampler)`` for one epoch: fresh seeded doublets (triplets) from the
+        training increments."""
+        sources = self.training_increments(ctx)
+        dataset, table = ctx.scenario.training_data(sources)
+        return dataset, ctx.family.sampler(table, ctx.cfg.train.batch_size, self.doublets_per_epoch(ctx, len(sources)),
+                                           ctx.epoch_seed(epoch, Stream.DOUBLETS))
 
     # ------------------------------------------------------------ optimisation
 
-    def trainable_parameters(self, loop: "TrainingLoop"):
-        return [p for p in loop.model.parameters() if p.requires_grad]
+    def trainable_parameters(self, ctx: StepContext):
+        return [p for p in ctx.model.parameters() if p.requires_grad]
 
-    def make_optimizer(self, loop: "TrainingLoop"):
+    def make_optimizer(self, ctx: StepContext):
         """A fresh optimizer and scheduler per increment (reference code: Adam, StepLR per epoch)."""
-        t = loop.cfg.train
-        opt = torch.optim.Adam(parameter_groups(self.trainable_parameters(loop), t.lr), lr=t.lr,
-                               weight_decay=t.weight_decay, fused=loop.setup.device.type == "cuda" or None)
+        t = ctx.cfg.train
+        opt = torch.optim.Adam(parameter_groups(self.trainable_parameters(ctx), t.lr), lr=t.lr,
+                               weight_decay=t.weight_decay, fused=ctx.device.type == "cuda" or None)
         return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=t.lr_step, gamma=t.lr_gamma)
 
-    def criterion(self, loop: "TrainingLoop") -> torch.Tensor:
-        """The metric loss on the model's output; for models with several branches (ASEN++),
-        the weighted sum of the metric loss on each branch's embeddings."""
-        branches = loop.mb_branches
-        if branches and loop.scenario.protocol != "composed":
-            return sum(w * self.metric_loss(loop, out) for w, out in branches)
-        return self.metric_loss(loop, loop.mb_output)
+    def criterion(self, ctx: StepContext) -> torch.Tensor:
+        """The step's loss before the hooks add theirs: the family's metric loss (``[loss]``)."""
+        return ctx.metric_loss(self.opts.label_aware)
 
-    def metric_loss(self, loop: "TrainingLoop", output: torch.Tensor) -> torch.Tensor:
-        """The metric loss (``[loss] metric``) on the mini-batch ``[anchors; positives]``.
-
-        ``infonce``: doublet InfoNCE (temperature from ``[loss]``). ``multi_similarity``: the MS
-        loss over all 2B embeddings, labelled by value when ``label_aware``, else by doublet.
-        """
-        B = output.shape[0] // 2
-        loss_cfg = loop.cfg.loss
-        if loop.scenario.protocol == "composed":   # mb_output = [queries; targets]
-            return composed_loss(output[:B], output[B:], loss_cfg, loop.epoch, loop.cfg.train.epochs)
-        if loss_cfg.metric == "multi_similarity":
-            labels = loop.mb_y if self.opts.label_aware else torch.arange(B, device=loop.mb_y.device).repeat(2)
-            return multi_similarity_loss(output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,
-                                         loss_cfg.ms_base, loss_cfg.ms_epsilon)
-        labels = loop.mb_y[:B] if self.opts.label_aware else None
-        return doublet_infonce(output[:B], output[B:], labels, loss_cfg.temperature)
-
-    def sample_losses(self, loop: "TrainingLoop") -> torch.Tensor:
-        """:meth:`criterion`'s metric loss as one term per sample of the batch (doublet, or
-        triplet for the composed family), each with the whole batch as its context; their mean
-        is the loss. Per-sample gradients are taken of these terms (EWC's empirical Fisher)."""
-        branches = loop.mb_branches
-        if branches and loop.scenario.protocol != "composed":
-            return sum(w * self.metric_terms(loop, out) for w, out in branches)
-        return self.metric_terms(loop, loop.mb_output)
-
-    def metric_terms(self, loop: "TrainingLoop", output: torch.Tensor) -> torch.Tensor:
-        """:meth:`metric_loss` per sample (see :meth:`sample_losses`)."""
-        B = output.shape[0] // 2
-        loss_cfg = loop.cfg.loss
-        if loop.scenario.protocol == "composed":
-            return composed_loss_terms(output[:B], output[B:], loss_cfg, loop.epoch, loop.cfg.train.epochs)
-        if loss_cfg.metric == "multi_similarity":
-            labels = loop.mb_y if self.opts.label_aware else torch.arange(B, device=loop.mb_y.device).repeat(2)
-            return multi_similarity_terms(output, labels, loss_cfg.ms_alpha, loss_cfg.ms_beta,
-                                          loss_cfg.ms_base, loss_cfg.ms_epsilon)
-        labels = loop.mb_y[:B] if self.opts.label_aware else None
-        return doublet_infonce_terms(output[:B], output[B:], labels, loss_cfg.temperature)
+    def sample_losses(self, ctx: StepContext) -> torch.Tensor:
+        """:meth:`criterion` as one term per sample of the batch (doublet, or triplet for the
+        composed family), each with the whole batch as its context; their mean is the loss.
+        Per-sample gradients are taken of these terms (EWC's empirical Fisher)."""
+        return ctx.metric_loss(self.opts.label_aware, per_sample=True)
 
     # ------------------------------------------------------------ hooks (Avalanche names)
 
-    def before_training_exp(self, loop: "TrainingLoop") -> None: ...
-    def before_training_epoch(self, loop: "TrainingLoop") -> None: ...
-    def before_forward(self, loop: "TrainingLoop") -> None: ...
-    def after_forward(self, loop: "TrainingLoop") -> None: ...
-    def before_backward(self, loop: "TrainingLoop") -> None: ...
-    def after_backward(self, loop: "TrainingLoop") -> None: ...
-    def before_update(self, loop: "TrainingLoop") -> None: ...
-    def after_update(self, loop: "TrainingLoop") -> None: ...
-    def after_training_iteration(self, loop: "TrainingLoop") -> None: ...
-    def after_training_epoch(self, loop: "TrainingLoop") -> None: ...
-    def after_training_exp(self, loop: "TrainingLoop") -> None: ...
-    def before_eval(self, loop: "TrainingLoop") -> None: ...
-    def after_eval(self, loop: "TrainingLoop") -> None: ...
+    def before_training_exp(self, ctx: StepContext) -> None: ...
+    def before_training_epoch(self, ctx: StepContext) -> None: ...
+    def before_forward(self, ctx: StepContext) -> None: ...
+    def after_forward(self, ctx: StepContext) -> None: ...
+    def before_backward(self, ctx: StepContext) -> None: ...
+    def after_backward(self, ctx: StepContext) -> None: ...
+    def before_update(self, ctx: StepContext) -> None: ...
+    def after_update(self, ctx: StepContext) -> None: ...
+    def after_training_iteration(self, ctx: StepContext) -> None: ...
+    def after_training_epoch(self, ctx: StepContext) -> None: ...
+    def after_training_exp(self, ctx: StepContext) -> None: ...
+    def before_eval(self, ctx: StepContext) -> None: ...
+    def after_eval(self, ctx: StepContext) -> None: ...
 
-    def model_copies(self, loop: "TrainingLoop") -> list[torch.nn.Module]:
+    def model_copies(self, ctx: StepContext) -> list[torch.nn.Module]:
         """The other copies of the model this strategy runs (teachers, frozen old models); the
         loop keeps them in the student's training phase (ASEN++'s global-only epochs). By
         default every module held in the strategy's attributes, directly or as the ``module``
@@ -190,22 +140,54 @@ class Strategy:
                 found.append(value)
         return found
 
-    def class_centroids(self, loop: "TrainingLoop") -> dict | None:
+    def class_centroids(self, ctx: StepContext) -> dict | None:
         """Centroids the strategy keeps for the tasks trained in this increment (attribute ->
         (values x D, valid values)), used by prioritised retrieval; None: the loop's stored
         class means."""
         return None
 
-    def run_info(self, loop: "TrainingLoop") -> dict | None:
+    def run_info(self, ctx: StepContext) -> dict | None:
         """What the strategy reports about the run so far, written to run.json as
         ``strategy_info`` after each increment (e.g. which MODC stages ran); None: nothing."""
         return None
 
     # ------------------------------------------------------------ state
 
+    def forget(self, ctx: StepContext) -> None:
+        """Drop what the strategy carried over from earlier increments (teachers, banks, old
+        models): :class:`StaticRetraining` calls it when an increment starts again."""
+
     def state_dict(self) -> dict:
         """Everything the strategy needs to continue after an increment boundary."""
         return {}
 
-    def load_state_dict(self, state: dict, loop: "TrainingLoop") -> None:
+    def load_state_dict(self, state: dict, ctx: StepContext) -> None:
         pass
+
+
+class StaticRetraining(Strategy):
+    """Static retraining, for any strategy: put it first among the bases
+    (``class MODCStatic(StaticRetraining, MODC)``).
+
+    At every increment the strategy starts again, as a team without continual learning would:
+    from the run's initial weights (``restart_from_initial_weights``) and without what it
+    carried over (:meth:`Strategy.forget`), on the training data of
+    :meth:`training_increments` (every increment seen so far) with :meth:`doublets_per_epoch`
+    doublets per epoch (``samples_per_epoch`` per increment trained on: each task gets the same
+    budget as in the continual strategies). Override either for another reference (a subset of
+    increments, a fixed budget)."""
+
+    #: restart from the weights the run started from at every increment
+    restart_from_initial_weights: ClassVar[bool] = True
+
+    def training_increments(self, ctx: StepContext) -> list[int]:
+        return list(range(ctx.increment.index + 1))
+
+    def doublets_per_epoch(self, ctx: StepContext, num_increments: int) -> int:
+        return ctx.cfg.train.samples_per_epoch * num_increments
+
+    def before_training_exp(self, ctx: StepContext) -> None:
+        if self.restart_from_initial_weights:
+            ctx.reset_model()
+        self.forget(ctx)
+        super().before_training_exp(ctx)

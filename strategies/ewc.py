@@ -6,7 +6,9 @@ is estimated as the mean over samples of the squared per-sample gradient: over
 ``fisher_batches`` fresh batches of the increment's doublets (triplets for the composed
 family), each sample's term of the metric loss (its InfoNCE with the whole batch as
 negatives, :meth:`Strategy.sample_losses`) is back-propagated alone, with the model in eval
-mode so BatchNorm statistics are neither used from the batch nor moved.
+mode so BatchNorm statistics are neither used from the batch nor moved
+(:meth:`StepContext.squared_sample_gradients`, which also counts the pass in the cost and
+shards it under torchrun).
 
 ``penalty`` chooses how increments combine:
 
@@ -17,11 +19,6 @@ mode so BatchNorm statistics are neither used from the batch nor moved.
 * ``online`` (online EWC, Schwarz et al. 2018, "Progress & Compress"): one Fisher,
   ``F <- fisher_decay * F + F_t``, around the latest anchor only,
   ``(lambda / 2) sum_i F_i (theta_i - theta*_i)^2``; constant memory.
-
-Every Fisher pass runs inside the loop's training time and is counted in the training cost
-(one forward per image and one backward of the batch per sample). Under torchrun each rank
-forwards its share of every Fisher batch and each sample's gradient is averaged over ranks,
-so every rank squares the gradient one process would.
 """
 
 from __future__ import annotations
@@ -30,7 +27,6 @@ from dataclasses import dataclass
 
 import torch
 
-from cl_fir.data.samplers import ComposedBatchSampler, DoubletBatchSampler
 from cl_fir.engine.seeding import Stream
 from cl_fir.errors import ConfigError
 from cl_fir.registry import register_strategy
@@ -44,8 +40,7 @@ class EWC(Strategy):
     summary = "one shared model; quadratic penalty weighted by the diagonal empirical Fisher of the retrieval loss"
 
     @dataclass
-    class Options:
-        label_aware: bool = True         # in-batch items with the anchor's value are not negatives
+    class Options(Strategy.Options):
         ewc_lambda: float = 1e5          # chosen on synth-4inc seed 0 among 1e3..1e6 (with a batch-mean Fisher)
         fisher_batches: int = 16         # batches of the finished increment whose samples estimate the Fisher
         fisher_batch_size: int = 0       # doublets per Fisher batch (0: train.batch_size); each sample's
@@ -69,21 +64,21 @@ class EWC(Strategy):
         self.fishers: list[dict[str, torch.Tensor]] = []
         self.anchors: list[dict[str, torch.Tensor]] = []
 
-    def before_backward(self, loop):
+    def before_backward(self, ctx):
         if not self.fishers or not self.opts.ewc_lambda:
             return
-        penalty = loop.mb_output.new_zeros(())
-        params = dict(loop.model.named_parameters())
+        penalty = ctx.batch.outputs.new_zeros(())
+        params = dict(ctx.model.named_parameters())
         for fisher, anchor in zip(self.fishers, self.anchors):
             for name, f in fisher.items():
                 penalty = penalty + (f * (params[name] - anchor[name]) ** 2).sum()
-        loop.loss = loop.loss + 0.5 * self.opts.ewc_lambda * penalty
+        ctx.add_loss("ewc", 0.5 * self.opts.ewc_lambda * penalty)
 
-    def after_training_exp(self, loop):
-        if loop.increment.index == len(loop.scenario.increments) - 1:
+    def after_training_exp(self, ctx):
+        if ctx.increment.index == len(ctx.scenario.increments) - 1:
             return                                           # no increment left to protect it in
-        fisher = self.estimate_fisher(loop)
-        anchor = {n: p.detach().clone() for n, p in loop.model.named_parameters() if n in fisher}
+        fisher = self.estimate_fisher(ctx)
+        anchor = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if n in fisher}
         if self.opts.penalty == "per_task" or not self.fishers:
             self.fishers.append(fisher)
             self.anchors.append(anchor)
@@ -92,40 +87,20 @@ class EWC(Strategy):
             self.fishers[0] = {n: self.opts.fisher_decay * previous[n] + f for n, f in fisher.items()}
             self.anchors[0] = anchor
 
-    def fisher_loader(self, loop):
-        """The seeded batches of the current increment the Fisher is estimated on (this rank's share)."""
-        dataset, table = loop.scenario.training_data([loop.increment.index])
-        t = loop.cfg.train
-        make = ComposedBatchSampler if loop.scenario.protocol == "composed" else DoubletBatchSampler
-        size = self.opts.fisher_batch_size or t.batch_size
-        sampler = make(table, size, size * self.opts.fisher_batches, loop.epoch_seed(t.epochs, Stream.FISHER_BATCHES))
-        return loop.seeded_loader(dataset, sampler, loop.epoch_seed(t.epochs, Stream.FISHER_AUGMENTATION),
-                                  shard=loop.batch_shard)
-
-    def estimate_fisher(self, loop) -> dict[str, torch.Tensor]:
+    def estimate_fisher(self, ctx) -> dict[str, torch.Tensor]:
         """Diagonal empirical Fisher: the mean over the Fisher batches' samples of each trainable
         parameter's squared per-sample gradient."""
-        model = loop.model
-        params = {n: p for n, p in model.named_parameters() if p.requires_grad}
-        fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params.items()}
-        samples = 0
-        modes = {m: m.training for m in model.modules()}
-        model.eval()
-        try:
-            for batch in loop.timed_batches(self.fisher_loader(loop)):
-                squares, n = loop.squared_sample_gradients(batch, self.sample_losses, params)
-                for name, sq in squares.items():
-                    fisher[name] += sq
-                samples += n
-        finally:
-            for m, mode in modes.items():
-                m.training = mode
-        return {n: (f / max(samples, 1)).to(params[n].dtype) for n, f in fisher.items()}
+        params = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
+        after = ctx.cfg.train.epochs                         # seeds of the "epoch" after the increment's last
+        squares, samples = ctx.squared_sample_gradients(
+            params, lambda: self.sample_losses(ctx), self.opts.fisher_batches,
+            self.opts.fisher_batch_size or ctx.cfg.train.batch_size,
+            (ctx.epoch_seed(after, Stream.FISHER_BATCHES), ctx.epoch_seed(after, Stream.FISHER_AUGMENTATION)))
+        return {n: (f / max(samples, 1)).to(params[n].dtype) for n, f in squares.items()}
 
     def state_dict(self):
         return {"fishers": self.fishers, "anchors": self.anchors}
 
-    def load_state_dict(self, state, loop):
-        device = loop.setup.device
-        self.fishers = [{n: f.to(device) for n, f in fisher.items()} for fisher in state["fishers"]]
-        self.anchors = [{n: a.to(device) for n, a in anchor.items()} for anchor in state["anchors"]]
+    def load_state_dict(self, state, ctx):
+        self.fishers = [{n: f.to(ctx.device) for n, f in fisher.items()} for fisher in state["fishers"]]
+        self.anchors = [{n: a.to(ctx.device) for n, a in anchor.items()} for anchor in state["anchors"]]

@@ -19,9 +19,10 @@
 * Distillation from the teacher into the student through the **old increments' heads**:
   for each image, ``kd_old_attributes`` old attributes are drawn and the student's
   embedding of the image under that attribute is pulled towards the teacher's embedding
-  of the augmented view (``kd_loss`` = cosine or mse). Pooled-feature distillation (MSE
-  between globally pooled encoder maps, the released code's only KD term, weight 1e-4
-  there) is available with ``feature_kd_weight``.
+  of the augmented view (``kd_loss`` = cosine or mse); in the composed family, through the
+  old categories' compositors and the shared image encoder (:meth:`StepContext.distillation_pairs`).
+  Pooled-feature distillation (MSE between globally pooled encoder maps, the released code's
+  only KD term, weight 1e-4 there) is available with ``feature_kd_weight`` (attribute family).
 
 Where the released code differs (reference/mclfir.md 8): it deep-copies the whole network
 per task (see ``mcl_fir_isolated``), never updates the EMA teacher, runs it in train mode,
@@ -34,9 +35,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from cl_fir.composed_distillation import composed_pairs
 from cl_fir.data.views import random_affine_thetas, random_affine_view
 from cl_fir.errors import ConfigError
 from cl_fir.losses import embedding_distillation, pooled_feature_distillation
@@ -54,8 +52,7 @@ class MCLFIR(Strategy):
                "EMA-teacher distillation through old heads (the paper's design)")
 
     @dataclass
-    class Options:
-        label_aware: bool = True         # the benchmark's common objective (mcl_fir_paper: the paper's NT-Xent)
+    class Options(Strategy.Options):
         freeze_old_heads: bool = True    # old increments' heads: no gradient, BatchNorm in eval mode
         ema_momentum: float = 0.999      # teacher <- m * teacher + (1 - m) * student, every step
         kd_weight: float = 1.0           # embedding distillation through old heads (paper: unspecified)
@@ -87,92 +84,69 @@ class MCLFIR(Strategy):
                 heads[a] = inc.index
         return heads
 
-    def _old_heads(self, loop):
+    def _old_heads(self, ctx):
         """Heads of earlier increments that no attribute of the current increment uses."""
-        heads = self.head_of_attribute(loop.scenario)
-        current = {heads[a] for a in loop.increment.attributes}
-        return [loop.model.heads[h] for h in sorted({heads[a] for a in self.old_attributes(loop)} - current)]
+        heads = self.head_of_attribute(ctx.scenario)
+        current = {heads[a] for a in ctx.increment.attributes}
+        return [ctx.model.heads[h] for h in sorted({heads[a] for a in ctx.old_attributes} - current)]
 
-    def make_teacher(self, loop) -> EMATeacher | None:
+    def make_teacher(self, ctx) -> EMATeacher | None:
         """The EMA teacher (None: no teacher and no distillation, as the ``mcl_fir_no_ema`` ablation)."""
-        return EMATeacher(loop.model, self.opts.ema_momentum)
+        return EMATeacher(ctx.model, self.opts.ema_momentum)
 
-    def _kd_attributes(self, loop) -> list[int]:
-        return self.old_attributes(loop) + (list(loop.increment.attributes) if self.opts.distill_current else [])
+    def _kd_attributes(self, ctx) -> list[int]:
+        return ctx.old_attributes + (list(ctx.increment.attributes) if self.opts.distill_current else [])
 
     # ------------------------------------------------------------ hooks
 
-    def before_training_exp(self, loop):
+    def before_training_exp(self, ctx):
+        if self.opts.feature_kd_weight and not ctx.family.feature_maps:
+            raise ConfigError(f"--opt feature_kd_weight: pooled-feature distillation needs the batch's backbone "
+                              f"feature maps, which the {ctx.family.name} family does not keep")
         if self.teacher is None or self.opts.teacher_reset != "none":
-            self.teacher = self.make_teacher(loop)
+            self.teacher = self.make_teacher(ctx)
         if self.opts.freeze_old_heads:
-            for head in self._old_heads(loop):
+            for head in self._old_heads(ctx):
                 head.requires_grad_(False)
 
-    def before_training_epoch(self, loop):
+    def before_training_epoch(self, ctx):
         if self.opts.freeze_old_heads:   # BatchNorm statistics of old heads must not move either
-            for head in self._old_heads(loop):
+            for head in self._old_heads(ctx):
                 head.eval()
 
-    def before_backward(self, loop):
-        kd_attrs = self._kd_attributes(loop)
+    def before_backward(self, ctx):
+        kd_attrs = self._kd_attributes(ctx)
         if self.teacher is None or not kd_attrs or (self.opts.kd_weight == 0 and self.opts.feature_kd_weight == 0):
             return
-        if loop.scenario.protocol == "composed":
-            self._composed_kd(loop, kd_attrs)
-            return
-        x = loop.mb_x
-        n = x.shape[0]
-        draws = len(kd_attrs) if self.opts.kd_old_attributes == 0 else self.opts.kd_old_attributes
         teacher = self.teacher.module
-        with torch.no_grad(), loop.setup.autocast():
-            view = self._view(loop, x)
-            t_map = teacher.features(view)
-        loop.cost.add_forward_only(n, backbone_only=True)   # the teacher's head passes are counted below
-        kd = loop.mb_output.new_zeros(())
+        inputs = ctx.teacher_inputs(teacher, lambda images: self._view(ctx, images))
+        draws = len(kd_attrs) if self.opts.kd_old_attributes == 0 else self.opts.kd_old_attributes
+        kd = 0.0
         for k in range(draws):
-            if self.opts.kd_old_attributes == 0:
-                attrs = loop.setup.from_host(torch.full((n,), kd_attrs[k]))   # the host keeps a copy: routing
-            else:
-                attrs = loop.per_sample_choice(kd_attrs)
-            with loop.setup.autocast():
-                with torch.no_grad():
-                    t_emb = teacher.embed(t_map, attrs)
-                s_emb = loop.model.embed(loop.mb_features, attrs)
-            kd = kd + embedding_distillation(s_emb, t_emb, self.opts.kd_loss)
-            loop.cost.add_head_passes(n, backward=False)   # teacher head
-            loop.cost.add_head_passes(n)                   # student head, back-propagated
-        loop.loss = loop.loss + self.opts.kd_weight * kd / draws
+            attrs = ctx.choose(kd_attrs[k] if self.opts.kd_old_attributes == 0 else kd_attrs)
+            pairs = ctx.distillation_pairs(teacher, inputs, attrs)
+            kd = kd + sum(embedding_distillation(s, t, self.opts.kd_loss) for s, t in pairs) / len(pairs)
+        ctx.add_loss("distillation", self.opts.kd_weight * kd / draws)
         if self.opts.feature_kd_weight:
-            loop.loss = loop.loss + self.opts.feature_kd_weight * pooled_feature_distillation(loop.mb_features, t_map)
+            ctx.add_loss("feature_distillation",
+                         self.opts.feature_kd_weight * pooled_feature_distillation(ctx.batch.features, inputs))
 
-    def _composed_kd(self, loop, kd_attrs):
-        """Composed family: through old categories' compositor heads, the student's queries and
-        the shared encoder's targets are pulled towards the EMA teacher's, whose views are
-        randomly distorted as in the attribute family."""
-        attrs = loop.per_sample_choice(kd_attrs)
-        views = [self._view(loop, v) for v in (loop.mb_x, loop.mb_target_x)]
-        kd = sum(embedding_distillation(s, t, self.opts.kd_loss)
-                 for s, t in composed_pairs(loop, self.teacher.module, attrs, *views))
-        loop.loss = loop.loss + self.opts.kd_weight * kd / 2
-
-    def _view(self, loop, images):
+    def _view(self, ctx, images):
         """The teacher's view of a batch: randomly distorted (``teacher_view = augmented``) or as is."""
         if self.opts.teacher_view != "augmented":
             return images
-        return random_affine_view(images, thetas=loop.setup.from_host(loop.per_sample_draw(
-            lambda m: random_affine_thetas(m, self.opts.view_strength))))
+        return random_affine_view(images, thetas=ctx.draw(lambda m: random_affine_thetas(m, self.opts.view_strength)))
 
-    def after_update(self, loop):
+    def after_update(self, ctx):
         if self.teacher is not None and self.opts.teacher_reset != "freeze":
-            self.teacher.update(loop.model)
+            self.teacher.update(ctx.model)
 
     # ------------------------------------------------------------ state
 
     def state_dict(self):
         return {"teacher": self.teacher.state_dict() if self.teacher is not None else None}
 
-    def load_state_dict(self, state, loop):
+    def load_state_dict(self, state, ctx):
         if state.get("teacher") is not None:
-            self.teacher = self.make_teacher(loop)
+            self.teacher = self.make_teacher(ctx)
             self.teacher.load_state_dict(state["teacher"])

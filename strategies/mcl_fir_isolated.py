@@ -26,7 +26,7 @@ from torch import nn
 
 from cl_fir.losses import pooled_feature_distillation
 from cl_fir.models import RetrievalModel, build_model
-from cl_fir.models.retrieval_model import route_through
+from cl_fir.models.routing import route_through
 from cl_fir.registry import register_strategy
 from cl_fir.strategy import Strategy
 
@@ -61,8 +61,8 @@ class MCLFIRIsolated(Strategy):
                "as 'EMA' teacher, 1e-4 pooled-feature KD")
 
     @dataclass
-    class Options:
-        label_aware: bool = False        # as mcl_fir: same-value items are negatives
+    class Options(Strategy.Options):
+        label_aware: bool = False        # as the released code: same-value items are negatives
         kd_weight: float = 1e-4          # released code: 1e-4 x sum of pooled-feature MSEs
         teacher_train_mode: bool = True  # released code: the frozen teacher runs in train mode
 
@@ -78,39 +78,36 @@ class MCLFIRIsolated(Strategy):
                 network_of_attribute[a] = inc.index
         return IsolatedNetworks([copy.deepcopy(base) for _ in scenario.increments], network_of_attribute)
 
-    def _make_teacher(self, loop) -> None:
+    def _make_teacher(self, ctx) -> None:
         # every network starts from the same initial weights; the teacher is that backbone, frozen
-        self.teacher = copy.deepcopy(loop.model.networks[loop.increment.index].backbone)
+        self.teacher = copy.deepcopy(ctx.model.networks[ctx.increment.index].backbone)
         self.teacher.requires_grad_(False)
 
-    def before_training_exp(self, loop):
+    def before_training_exp(self, ctx):
         if self.teacher is None:
-            self._make_teacher(loop)
-        current = loop.increment.index
-        for i, net in enumerate(loop.model.networks):
+            self._make_teacher(ctx)
+        current = ctx.increment.index
+        for i, net in enumerate(ctx.model.networks):
             net.requires_grad_(i == current)
 
-    def before_training_epoch(self, loop):
-        for i, net in enumerate(loop.model.networks):
-            net.train(i == loop.increment.index)
+    def before_training_epoch(self, ctx):
+        for i, net in enumerate(ctx.model.networks):
+            net.train(i == ctx.increment.index)
         self.teacher.train(self.opts.teacher_train_mode)
 
-    def before_backward(self, loop):
+    def before_backward(self, ctx):
         if not self.opts.kd_weight:
             return
-        B = loop.mb_x.shape[0] // 2
-        with torch.no_grad(), loop.setup.autocast():
-            t_map = self.teacher(loop.mb_x)          # same view as the student, as in the code
-        loop.cost.add_forward_only(loop.mb_x.shape[0], backbone_only=True)
-        s_map = loop.mb_features
+        t_map = ctx.teacher_inputs(self.teacher)    # the backbone's maps of the same view, as in the code
+        s_map, B = ctx.batch.features, ctx.batch.size // 2
         kd = pooled_feature_distillation(s_map[:B], t_map[:B]) + pooled_feature_distillation(s_map[B:], t_map[B:])
-        loop.loss = loop.loss + self.opts.kd_weight * kd
+        ctx.add_loss("feature_distillation", self.opts.kd_weight * kd)
 
     def state_dict(self):
         return {"teacher": self.teacher.state_dict() if self.teacher is not None else None}
 
-    def load_state_dict(self, state, loop):
+    def load_state_dict(self, state, ctx):
         if state.get("teacher") is not None:
-            self.teacher = copy.deepcopy(loop.model.networks[0].backbone)
+            self.teacher = copy.deepcopy(ctx.model.networks[0].backbone)
             self.teacher.requires_grad_(False)
             self.teacher.load_state_dict(state["teacher"])

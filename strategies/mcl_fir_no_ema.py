@@ -12,5 +12,5 @@ from cl_fir.strategies.mcl_fir import MCLFIR
 class MCLFIRNoEMA(MCLFIR):
     summary = "ablation of mcl_fir: no EMA teacher, no distillation"
 
-    def make_teacher(self, loop):
+    def make_teacher(self, ctx):
         return None

@@ -78,9 +78,9 @@ def nan_loss_at_step(monkeypatch):
     def arm(n: int) -> None:
         calls = {"n": 0}
 
-        def exploding(self, loop):
+        def exploding(self, ctx):
             calls["n"] += 1
-            loss = original(self, loop)
+            loss = original(self, ctx)
             return loss * float("nan") if calls["n"] == n else loss
 
         monkeypatch.setattr(Strategy, "criterion", exploding)

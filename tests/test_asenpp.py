@@ -114,10 +114,10 @@ def test_teachers_and_old_models_are_in_the_students_phase(strategy, copy_of, ti
     phases = []
     original = cls.after_forward
 
-    def after_forward(self, loop):
-        if loop.increment.index > 0:
-            phases.append((loop.model.local_active, copy_of(self).local_active))
-        original(self, loop)
+    def after_forward(self, ctx):
+        if ctx.increment.index > 0:
+            phases.append((ctx.model.local_active, copy_of(self).local_active))
+        original(self, ctx)
 
     monkeypatch.setattr(cls, "after_forward", after_forward)
     over = {f"model.{k}": v for k, v in TINY.items() if k not in ("backbone", "feature_index", "embed_dim", "attr_dim")}

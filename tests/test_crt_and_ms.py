@@ -135,15 +135,15 @@ def test_head_auxiliary_loss_counts_once_when_strategies_embed_again(strategy, o
     seen = []
     original_before, original_after = cls.before_backward, cls.after_backward
 
-    def before_backward(self, loop):
-        original_before(self, loop)
-        head = loop.model.heads[0]
+    def before_backward(self, ctx):
+        original_before(self, ctx)
+        head = ctx.model.heads[0]
         expected = head.diversity_weight * head.branch.diversity_loss()
-        seen.append([loop.increment.index, float(loop.loss.detach()), float(expected.detach())])
+        seen.append([ctx.increment.index, float(ctx.loss.detach()), float(expected.detach())])
 
-    def after_backward(self, loop):
-        seen[-1].append(float(loop.loss.detach()))
-        original_after(self, loop)
+    def after_backward(self, ctx):
+        seen[-1].append(float(ctx.loss.detach()))
+        original_after(self, ctx)
 
     monkeypatch.setattr(cls, "before_backward", before_backward)
     monkeypatch.setattr(cls, "after_backward", after_backward)

@@ -319,15 +319,15 @@ def test_evaluation_embeds_a_share_on_each_rank_and_gathers_the_whole_set(tmp_pa
 
 
 def _stop_agreement(ctx: DistributedContext):
-    from types import SimpleNamespace
+    from cl_fir.engine.stop import StopAgreement
 
-    from cl_fir.engine.loop import TrainingLoop
-
-    loop = SimpleNamespace(dist=ctx, stop_requested="SIGTERM" if ctx.rank == 1 else None, _stop_poll=None)
-    assert TrainingLoop._agreed_stop(loop, poll=False) is None          # between polls nobody acts on it
-    agreed = TrainingLoop._agreed_stop(loop, poll=True)                 # a poll: every rank learns of it
+    stop = StopAgreement(ctx)
+    if ctx.rank == 1:
+        stop.request("SIGTERM")
+    assert stop.agreed(poll=False) is None          # between polls nobody acts on it
+    agreed = stop.agreed(poll=True)                 # a poll: every rank learns of it
     assert agreed == ("SIGTERM" if ctx.rank == 1 else "a signal on another process")
-    assert TrainingLoop._agreed_stop(loop, poll=False) == agreed
+    assert stop.agreed(poll=False) == agreed
 
 
 def test_ranks_agree_on_a_stop_request_at_a_poll(tmp_path):

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from cl_fir.cli import app
 from cl_fir.runtime.host_syncs import HostSyncCounter
 from cl_fir.runtime.device import resolve_device
-from cl_fir.models.retrieval_model import route_by_group, route_through
+from cl_fir.models.routing import route_by_group, route_through
 
 
 def test_route_by_group_matches_a_loop_over_groups():
@@ -47,7 +47,7 @@ def test_route_by_group_matches_a_loop_over_groups():
         with HostSyncCounter() as syncs:                                          # keys made on the device
             route_through(table, host_table, keys.clone(), compute, num_groups=len(table))
         assert calls_made() == expected
-        assert {(op, where.split(":")[0]) for op, where in syncs.sites} == {("tolist", "models/retrieval_model.py")}
+        assert {(op, where.split(":")[0]) for op, where in syncs.sites} == {("tolist", "models/routing.py")}
 
 
 def test_counter_finds_reads_and_value_dependent_shapes_but_not_the_optimizer():

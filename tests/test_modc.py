@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from test_label_fraction import _lf_scenario
 
 from cl_fir.data.samplers import ViewPairSampler
-from cl_fir.online_clustering import STAGES, CentroidBank, StageSchedule, cluster_loss, modc_stage, simsiam_loss
+from cl_fir.strategies.modc.clustering import STAGES, CentroidBank, StageSchedule, cluster_loss, modc_stage, simsiam_loss
 from cl_fir.runner import execute_run, resolve_config, resume_run
 
 OFFSETS, VALUES = [0, 3, 7], [3, 4, 2]       # 3 attributes with 3, 4 and 2 values: classes 0-8
@@ -157,10 +157,10 @@ def test_semi_supervised_run_uses_unlabelled_images_and_resumes_exactly(tmp_path
     original_criterion = __import__("cl_fir.strategies.modc", fromlist=["MODC"]).MODC.criterion
     original = TrainingLoop.training_step
 
-    def spy(self, loop):
-        seen["unlabelled"] = seen["unlabelled"] + (loop.mb_y < 0).sum()     # no host read in the step
-        seen["stages"].add(self.stage(loop))
-        return original_criterion(self, loop)
+    def spy(self, ctx):
+        seen["unlabelled"] = seen["unlabelled"] + (ctx.batch.labels < 0).sum()     # no host read in the step
+        seen["stages"].add(self.stage(ctx))
+        return original_criterion(self, ctx)
 
     def counted_step(self, batch):
         with HostSyncCounter() as syncs:
@@ -221,9 +221,9 @@ def test_every_stage_runs_when_the_increment_is_shorter_than_the_schedule(tmp_pa
     seen = set()
     original_criterion = __import__("cl_fir.strategies.modc", fromlist=["MODC"]).MODC.criterion
 
-    def spy(self, loop):
-        seen.add((loop.increment.index, loop.epoch, loop.step_in_epoch, self.stage(loop)))
-        return original_criterion(self, loop)
+    def spy(self, ctx):
+        seen.add((ctx.increment.index, ctx.epoch, ctx.step, self.stage(ctx)))
+        return original_criterion(self, ctx)
 
     monkeypatch.setattr("cl_fir.strategies.modc.MODC.criterion", spy)
     opts = {"confidence": 0.0}

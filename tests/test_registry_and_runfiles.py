@@ -28,10 +28,31 @@ def _tutorial_blocks(lang: str) -> list[str]:
 
 @pytest.fixture
 def tutorial_file(tmp_path) -> Path:
-    (code,) = _tutorial_blocks("python")
+    code, _ = _tutorial_blocks("python")
     path = tmp_path / "my_ablation.py"
     path.write_text(code)
     return path
+
+
+def test_the_tutorials_new_method_fits_a_screen_runs_from_its_file_and_resumes(tiny_scenario, tmp_path):
+    _, code = _tutorial_blocks("python")
+    assert len(code.splitlines()) <= 40
+    path = tmp_path / "l2_anchor.py"
+    path.write_text(code)
+    spec = f"{path}:L2Anchor"
+    full = execute_run(resolve_config(spec, str(tiny_scenario), output_dir=str(tmp_path / "full"), seed=2))
+    split = execute_run(resolve_config(spec, str(tiny_scenario), output_dir=str(tmp_path / "split"), seed=2),
+                        stop_after=1)
+    resume_run(split)
+    assert (split / "matrix.csv").read_text() == (full / "matrix.csv").read_text()
+    # the anchor term joins the loss from the second increment on, and pulls towards the first's weights
+    loop = build_loop(resolve_config(spec, str(tiny_scenario), output_dir=str(tmp_path / "loop"), seed=2))
+    loop.run(0, 1)
+    assert "anchor" not in loop.context.loss_terms
+    first = {n: p.detach().clone() for n, p in loop.model.named_parameters()}
+    assert all((loop.strategy.anchor[n] == first[n]).all() for n in loop.strategy.anchor)
+    loop.run(1, 2)
+    assert float(loop.context.loss_terms["anchor"].detach()) > 0
 
 
 def test_tutorial_strategy_runs_from_its_file_and_resumes(tutorial_file, tiny_scenario, tmp_path):

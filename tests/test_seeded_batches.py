@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from cl_fir.cli import app
 from cl_fir.runtime.distributed import DistributedContext
-from cl_fir.engine.loop import SeededBatches, SeededItems
+from cl_fir.engine.seeded_loader import SeededBatches, SeededItems
 
 
 class _Batches:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 
 import pytest
 import torch
@@ -110,9 +112,9 @@ def test_mcl_fir_teacher_reset_re_anchors_the_teacher_at_each_increment(reset, t
     teachers = []
     original = type(loop.strategy).before_training_epoch
 
-    def spy(self, loop):
+    def spy(self, ctx):
         teachers.append(state_of(self.teacher.module))
-        original(self, loop)
+        original(self, ctx)
 
     monkeypatch.setattr(type(loop.strategy), "before_training_epoch", spy)
     steps_before = loop.iteration
@@ -176,15 +178,16 @@ def test_ewc_fisher_anchor_and_penalty(tiny_scenario):
     assert fisher and set(fisher) == set(anchor)
     assert all((f >= 0).all() for f in fisher.values()) and any(f.sum() > 0 for f in fisher.values())
     # the penalty is zero at the anchor and positive away from it
-    loop.mb_output, loop.loss = torch.zeros(1), torch.zeros(())
-    ewc.before_backward(loop)
-    assert float(loop.loss.detach()) == 0.0
+    ctx = loop.context
+    ctx.batch, ctx.loss, ctx.loss_terms = SimpleNamespace(outputs=torch.zeros(1)), None, {}
+    ewc.before_backward(ctx)
+    assert float(ctx.loss_terms["ewc"].detach()) == 0.0
     name = next(n for n, f in fisher.items() if f.sum() > 0)
     with torch.no_grad():
         dict(loop.model.named_parameters())[name].add_(1.0)
-    loop.loss = torch.zeros(())
-    ewc.before_backward(loop)
-    assert float(loop.loss.detach()) == pytest.approx(0.5 * ewc.opts.ewc_lambda * float(fisher[name].sum()), rel=1e-4)
+    ctx.loss, ctx.loss_terms = None, {}
+    ewc.before_backward(ctx)
+    assert float(ctx.loss.detach()) == pytest.approx(0.5 * ewc.opts.ewc_lambda * float(fisher[name].sum()), rel=1e-4)
     c = loop.cost.increments[0]
     assert c.images_backpropagated > c.images_forwarded > c.optimizer_steps * 16
 
@@ -197,7 +200,7 @@ def test_replay_buffer_is_class_balanced_and_mixed_into_batches(tiny_scenario):
     assert sum(sizes.values()) <= 32 and len(set(sizes.values())) == 1 and min(sizes.values()) >= 2
     assert loop.cost.increments[0].stored_images == sum(sizes.values())
     loop.increment = loop.scenario.increments[1]
-    dataset, sampler = loop.strategy.training_batches(loop, 0)
+    dataset, sampler = loop.strategy.training_batches(loop.context, 0)
     n_first = len(loop.scenario.increments[0].train_table)
     batch = next(iter(sampler))
     B = loop.cfg.train.batch_size
@@ -212,9 +215,9 @@ def test_replay_buffer_is_class_balanced_and_mixed_into_batches(tiny_scenario):
 def test_static_restarts_from_the_initial_weights(tiny_scenario):
     loop = loop_for("static", tiny_scenario)
     loop.run(0, 1)
-    assert loop.strategy.training_increments(loop) == [0]
+    assert loop.strategy.training_increments(loop.context) == [0]
     loop.increment = loop.scenario.increments[1]
-    assert loop.strategy.training_increments(loop) == [0, 1]
-    loop.strategy.before_training_exp(loop)
+    assert loop.strategy.training_increments(loop.context) == [0, 1]
+    loop.strategy.before_training_exp(loop.context)
     now = loop.model.state_dict()
     assert all(torch.equal(now[k].cpu(), v) for k, v in loop.initial_state.items())

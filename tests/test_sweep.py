@@ -22,7 +22,7 @@ from cl_fir.strategy import Strategy
 
 @register_strategy("broken_for_sweep")
 class Broken(Strategy):
-    def before_training_exp(self, loop):
+    def before_training_exp(self, ctx):
         raise RuntimeError("this strategy always fails")
 '''
 

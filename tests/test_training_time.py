@@ -22,9 +22,9 @@ def test_increment_seconds_add_up_to_the_wall_time_outside_data_and_evaluation(s
     for hook in ("before_training_exp", "after_training_exp", "after_training_epoch"):
         original = getattr(cls, hook)
 
-        def slow(self, loop, _original=original):
+        def slow(self, ctx, _original=original):
             time.sleep(PAUSE)
-            _original(self, loop)
+            _original(self, ctx)
 
         monkeypatch.setattr(cls, hook, slow)
     wall: dict[int, float] = {}

@@ -76,9 +76,9 @@ def task_curve(scenario: str, task: str, steps: list[int], seed: int, overrides:
     strategy = loop.strategy
     original = strategy.after_training_iteration
 
-    def after_training_iteration(the_loop) -> None:
-        original(the_loop)
-        if the_loop.iteration in steps:
+    def after_training_iteration(ctx) -> None:
+        original(ctx)
+        if loop.iteration in steps:
             probe()
 
     strategy.after_training_iteration = after_training_iteration

@@ -1,7 +1,7 @@
 """Seeds: one run seed, from which every random stream is derived deterministically.
 
 A stream's seed for one epoch of one increment is ``derive_seed(run seed, increment, epoch,
-stream)`` (:meth:`cl_fir.engine.loop.TrainingLoop.epoch_seed`). Two users of the same stream
+stream)`` (:meth:`cl_fir.engine.context.StepContext.epoch_seed`). Two users of the same stream
 at the same epoch would draw correlated numbers, so every stream is named once, here, in
 :class:`Stream`, with the code that draws from it in :data:`STREAM_USERS`; a test checks
 that each call site names a member and that its file is one of the member's users.
@@ -37,13 +37,13 @@ class Stream(enum.IntEnum):
 #: The files (relative to the repository root) that draw from each stream. Several files share
 #: ``DOUBLETS`` only because a strategy's sampler replaces the default one, never runs beside it.
 STREAM_USERS: dict[Stream, tuple[str, ...]] = {
-    Stream.DOUBLETS: ("cl_fir/strategy.py", "strategies/replay.py", "strategies/modc.py"),
+    Stream.DOUBLETS: ("cl_fir/strategy.py", "strategies/replay.py", "strategies/modc/__init__.py"),
     Stream.STEP_DRAWS: ("cl_fir/engine/loop.py",),
     Stream.FISHER_BATCHES: ("strategies/ewc.py",),
     Stream.REPLAY_DOUBLETS: ("strategies/replay.py",),
     Stream.REPLAY_BUFFER: ("strategies/replay.py",),
-    Stream.MODC_VIEW_PAIRS: ("strategies/modc.py",),
-    Stream.MODC_PREDICTOR: ("strategies/modc.py",),
+    Stream.MODC_VIEW_PAIRS: ("strategies/modc/__init__.py",),
+    Stream.MODC_PREDICTOR: ("strategies/modc/__init__.py",),
     Stream.AUGMENTATION: ("cl_fir/engine/loop.py",),
     Stream.FISHER_AUGMENTATION: ("strategies/ewc.py",),
     Stream.DIVISION_SCHEDULE: ("cl_fir/engine/data_division.py",),

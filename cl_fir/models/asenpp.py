@@ -32,7 +32,8 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from cl_fir.models.retrieval_model import GroupRouting, RetrievalModel
+from cl_fir.models.retrieval_model import RetrievalModel
+from cl_fir.models.routing import GroupRouting
 
 
 class BranchFeatures:

@@ -24,7 +24,7 @@ from torch import nn
 from cl_fir.runtime.device import host_to_device
 from cl_fir.models.backbones import FeatureMapBackbone
 from cl_fir.models.compositor import TIRGCompositor
-from cl_fir.models.retrieval_model import route_through
+from cl_fir.models.routing import route_through
 from cl_fir.models.text_encoder import GRUTextEncoder, Vocabulary
 
 

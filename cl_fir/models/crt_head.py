@@ -18,7 +18,7 @@ For a feature map ``X`` (B, C, H, W) and an attribute ``a``:
   paper's L1 norm, averaged over the N*N entries); the first branch is the embedding.
 
 Auxiliary losses are recorded during training forwards and collected by
-:func:`~cl_fir.models.retrieval_model.auxiliary_loss`; the loop adds those of the student's
+:func:`~cl_fir.models.routing.auxiliary_loss`; the loop adds those of the student's
 forward of the batch to the loss, once (strategies' further passes through the head, e.g.
 distillation under old attributes, record them again and those copies are dropped).
 """

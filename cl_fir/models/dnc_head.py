@@ -28,6 +28,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from cl_fir.losses import mean_over
+from cl_fir.models.crt_head import CodedResidualHead
+from cl_fir.models.heads import AttributeAttentionHead
+
+#: the heads D&C can divide (its ``base``)
+BASE_HEADS = {"asen": AttributeAttentionHead, "crt": CodedResidualHead}
 
 UNMASKED = -1
 EVAL = -2
@@ -43,10 +48,8 @@ class DivideAndConquerHead(nn.Module):
                  cluster_features: str = "embedding", relabel: str = "symdiff", eval_embedding: str = "sum",
                  conquer_epoch: int = -1, kmeans_trials: int = 30):
         super().__init__()
-        from cl_fir.models.retrieval_model import HEADS   # the base head is any other head
-
-        if base not in HEADS or base == "dnc":
-            raise ValueError(f"base must be one of {', '.join(h for h in HEADS if h != 'dnc')}, got {base!r}")
+        if base not in BASE_HEADS:
+            raise ValueError(f"base must be one of {', '.join(BASE_HEADS)}, got {base!r}")
         checks = {"max_clusters": max_clusters >= 1, "division_interval": division_interval >= 1,
                   "cluster_features": cluster_features in ("embedding", "backbone"),
                   "relabel": relabel in ("symdiff", "iou"), "eval_embedding": eval_embedding in ("sum", "none"),
@@ -55,7 +58,7 @@ class DivideAndConquerHead(nn.Module):
         if bad:
             raise ValueError(f"invalid {', '.join(bad)} (max_clusters, division_interval, kmeans_trials >= 1; "
                              f"cluster_features embedding|backbone; relabel symdiff|iou; eval_embedding sum|none)")
-        self.base = HEADS[base](in_channels, num_attributes, embed_dim, attr_dim, **(base_kwargs or {}))
+        self.base = BASE_HEADS[base](in_channels, num_attributes, embed_dim, attr_dim, **(base_kwargs or {}))
         self.masks = nn.Parameter(torch.ones(num_attributes, max_clusters, embed_dim))
         self.masks.lr_multiplier = mask_lr_multiplier        # read by Strategy.make_optimizer
         self.register_buffer("num_clusters", torch.zeros(num_attributes, dtype=torch.long))

@@ -5,7 +5,7 @@ the batch). Read back from the device, that count makes the host wait for every 
 queued before it (``runtime/host_syncs.py``): mcl_fir did so 3 times a step. The values it
 needs (each sample's attribute, the attribute drawn for distillation) came from the host in
 the first place, so :meth:`DeviceSetup.from_host` keeps a copy of integer data it sends,
-and :class:`cl_fir.models.retrieval_model.GroupRouting` uses it when there is one.
+and :class:`cl_fir.models.routing.GroupRouting` uses it when there is one.
 
 A copy belongs to one tensor object and is dropped with it. It is only right while that
 tensor is not modified in place, which holds for what is kept here: index tensors made to

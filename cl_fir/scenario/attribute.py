@@ -41,6 +41,8 @@ class Scenario(IncrementViews):
         self.source, check_level = _open_source(spec, cfg, progress_factory)
         self.protocol: str = self.source.protocol
         self.evaluation = EVALUATIONS[self.protocol]
+        #: evaluation relevance is by attribute value (class means, prioritised retrieval, label fractions)
+        self.has_values: bool = self.evaluation.has_values
         self.meta: AttributeMeta = self.source.meta
         groups = _increment_groups(spec, self.meta)
         attrs_used = [a for g in groups for a in g]

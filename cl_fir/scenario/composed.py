@@ -119,6 +119,7 @@ def query_text(texts: list[str]) -> str:
 class ComposedScenario(IncrementViews):
     protocol = "composed"
     label_fraction = 1.0
+    has_values = False       # a query's answers are gallery images, not attribute values
 
     def __init__(self, spec, cfg: RunConfig, progress_factory=None, strict: bool = False):
         self.spec = spec
