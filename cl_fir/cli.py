@@ -82,7 +82,10 @@ def run(
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 "
                                                           "[default: auto].")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="Data-loader workers (-1: auto).")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Local backbone checkpoint (nothing is downloaded).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Backbone starting weights: a local checkpoint, "
+                                                         "builtin:NAME (shipped), or timm:TAG (timm's pretrained "
+                                                         "weights through the Hugging Face cache, e.g. "
+                                                         "timm:resnet50.a1_in1k).")] = None,
     head: Annotated[Optional[str], typer.Option(help="Embedding head (model.head): asen, crt or dnc; head options go in "
                                                      "the model.head_kwargs table of a scenario or run file.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
