@@ -82,7 +82,10 @@ def run(
     precision: Annotated[Optional[str], typer.Option(help="auto (bf16 on CUDA, fp32 on CPU), fp32 or bf16 "
                                                           "[default: auto].")] = None,
     num_workers: Annotated[Optional[int], typer.Option(help="Data-loader workers (-1: auto).")] = None,
-    weights: Annotated[Optional[Path], typer.Option(help="Local backbone checkpoint (nothing is downloaded).")] = None,
+    weights: Annotated[Optional[Path], typer.Option(help="Backbone starting weights: a local checkpoint, "
+                                                         "builtin:NAME (shipped), or timm:TAG (timm's pretrained "
+                                                         "weights through the Hugging Face cache, e.g. "
+                                                         "timm:resnet50.a1_in1k).")] = None,
     head: Annotated[Optional[str], typer.Option(help="Embedding head (model.head): asen, crt or dnc; head options go in "
                                                      "the model.head_kwargs table of a scenario or run file.")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
@@ -181,7 +184,15 @@ def _print_run_row(path: Path) -> None:
 
     if int(os.environ.get("RANK", "0")) != 0:   # data-parallel ranks other than 0 print nothing
         return
-    out.print(comparison_markdown(compare([load_run(path)])), highlight=False, markup=False)
+    rows = compare([load_run(path)])
+    if rows and rows[0].get("budget_reference"):   # joint: a point of a budget curve, not a compared strategy
+        r = rows[0]
+        budget = f"{int(r['doublets'])} doublets" if r["doublets"] else "static's budget"
+        out.print(f"joint at {budget}: final {r['metric']} {r['final']:.2f} after {r['train_flops']:.3g} training "
+                  "FLOPs (a budget-curve point: cl-fir compare places the strategies on the curve)",
+                  highlight=False, markup=False)
+        return
+    out.print(comparison_markdown(rows), highlight=False, markup=False)
 
 
 @app.command("list")
@@ -533,6 +544,53 @@ def tune(
     out.print(tuning_markdown(base.name, base.parent.name, rows, seed_list, select), highlight=False, markup=False)
     err.print(f"wrote {base / 'tuning.md'} and tuning.json")
     if any(c.status == "failed" for c in plan_.cells):
+        raise typer.Exit(1)
+
+
+@app.command()
+@guarded
+def budget(
+    scenario: Annotated[str, typer.Option(help="Scenario name or .toml path.")] = "synth-4inc",
+    factors: Annotated[str, typer.Option(help="Budgets as factors of static's training at the last increment "
+                                              "(comma-separated, log-spaced; the largest at or past the plateau).")]
+    = ",".join(f"{f:g}" for f in (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)),
+    seeds: Annotated[str, typer.Option(help="Seeds (the reporting seeds of the strategies it is compared with).")]
+    = "0-4",
+    output_dir: Annotated[Path, typer.Option(help="Results root: the strategies' runs compared with the curve "
+                                                  "should be under the same folder.")] = Path("results"),
+    jobs: Annotated[int, typer.Option(help="Runs at the same time.")] = 1,
+    set_: Annotated[Optional[list[str]], typer.Option("--set", help="SECTION.KEY=VALUE for every run "
+                                                                    "(repeatable).")] = None,
+    data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
+) -> None:
+    """Joint training's budget curve: one model trained from the initial weights on all tasks at
+    several budgets; `cl-fir compare` then places every strategy on it (MAP at equal FLOPs)."""
+    from cl_fir.budget_runs import budgets, plan_budgets, static_final_doublets
+    from cl_fir.config import parse_assignments
+    from cl_fir.runner import resolve_config
+    from cl_fir.sweep import execute, prepare_scenarios
+
+    overrides = parse_assignments(set_, "--set")
+    root = str(data_root) if data_root else None
+    base = static_final_doublets(scenario, overrides, root)
+    batch = resolve_config("joint", scenario, overrides).train.batch_size
+    doublets = budgets([float(f) for f in _split(factors, "--factors")], base, batch)
+    extra = [a for item in (set_ or []) for a in ("--set", item)] + (["--data-root", root] if root else [])
+    plan_ = plan_budgets(scenario, doublets, _parse_seeds(seeds), output_dir, extra)
+    err.print(f"budget: joint training at {', '.join(map(str, doublets))} doublets (static's last training: {base}) "
+              f"x {len(_parse_seeds(seeds))} seeds = {len(plan_.cells)} runs "
+              f"({sum(c.action == 'skip' for c in plan_.cells)} already complete)")
+    prepare_scenarios(plan_, root)
+
+    def on_update(cell, cells) -> None:
+        if cell.status != "running":
+            err.print(f"  {cell.status:8s} {escape(cell.run_dir.name)} in {cell.seconds:.0f} s"
+                      + (f": {escape(cell.message)}" if cell.status == "failed" else ""), highlight=False)
+
+    execute(plan_, jobs, "local", None, on_update)
+    failed = [c for c in plan_.cells if c.status == "failed"]
+    err.print(f"done; compare the strategies with the curve: cl-fir compare --root {output_dir}")
+    if failed:
         raise typer.Exit(1)
 
 

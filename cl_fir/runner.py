@@ -41,7 +41,7 @@ from cl_fir.errors import ConfigError, OutputError, TrainingError
 from cl_fir.evaluation.evaluator import METRIC_LABELS, chance_levels, metric_names
 from cl_fir.families import family_named, family_of
 from cl_fir.models.backbones import FeatureMapBackbone
-from cl_fir.models.weights import file_sha256, load_local_weights, resolve_weights
+from cl_fir.models.weights import load_weights
 from cl_fir.registry import get_strategy_class, is_file_spec
 from cl_fir.report.cost_ratio import find_reference_run, ratio_line
 from cl_fir.report.results import RunResults
@@ -334,9 +334,7 @@ def build_loop(cfg: RunConfig, reporter: Reporter | None = None, on_increment_en
     seed_everything(cfg.seed)
     model = strategy.build_model(cfg, scenario)
     if cfg.model.weights:   # which weights the run started from: the file and its content hash
-        path = resolve_weights(cfg.model.weights)
-        loaded = [load_local_weights(bb, path) for bb in _backbones(model)][0]
-        info["weights"] = {"spec": cfg.model.weights, **loaded, "sha256": file_sha256(path)}
+        info["weights"] = [load_weights(bb, cfg.model.weights) for bb in _backbones(model)][0]
     model = setup.prepare_model(model)
     if cfg.train.sync_batchnorm and ctx.enabled:   # whole-batch BatchNorm statistics across ranks
         info["sync_batchnorm_layers"] = sync_batchnorm(model)

@@ -21,7 +21,7 @@ def test_list_shows_strategies_and_scenarios():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["run", "--strategy", "nope"], "unknown strategy 'nope'; available: ewc, finetune, lwf, mcl_fir"),
+    (["run", "--strategy", "nope"], "unknown strategy 'nope'; available: ewc, finetune, joint, lwf, mcl_fir"),
     (["run", "--scenario", "nope"], "unknown scenario 'nope'; available:"),
     (["run", "--epochs", "-1"], "train.epochs (--epochs): expected an integer >= 1, got -1"),
     (["run", "--set", "train.bogus=1"], "unknown key 'bogus'"),

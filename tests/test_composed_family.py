@@ -202,3 +202,14 @@ def test_a_local_sentence_transformer_replaces_the_gru(cir_scenario, tmp_path):
     with pytest.raises(ConfigError, match="needs model.text_checkpoint"):
         execute_run(resolve_config("finetune", str(cir_scenario), output_dir=str(tmp_path / "out2"),
                                    overrides={"model.text_encoder": "sentence-transformer"}))
+
+
+def test_every_modifiable_attribute_has_caption_templates():
+    from cl_fir.data.synth_composed import CATEGORIES, caption
+    from cl_fir.data.synthfashion import ATTRIBUTES, LENGTH_OF, NECK_OF
+
+    for category in CATEGORIES:
+        attrs = ["sleeve_length", *NECK_OF[category]] + ([LENGTH_OF[category]] if category in LENGTH_OF else [])
+        for attr in attrs:
+            for value in ATTRIBUTES[attr][1:]:
+                assert all(caption(attr, value, variant) for variant in (0, 1))

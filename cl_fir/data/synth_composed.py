@@ -6,8 +6,8 @@ Three categories, one per garment type, as FashionIQ has dresses, shirts and top
 ``dress`` (full shots), ``top`` (upper-body shots) and ``coat`` (full shots), rendered by
 :mod:`cl_fir.data.synthfashion`. A triplet is a reference garment, a target of the same
 type that differs from it in one or two of its colour, pattern, sleeve length, length
-(dresses and coats) and neck style (neckline or high neck on dresses and tops, lapel on
-coats), and two templated captions ("make it red", "with long sleeves"; with one change
+(dresses and coats) and neck style (neckline or high neck on dresses and tops, collar on
+tops, lapel on coats), and two templated captions ("make it red", "with long sleeves"; with one change
 the second caption paraphrases the first). Every image has its own nuisance draw
 (position, scale, background, noise), so the target is never a copy of the reference.
 Each category's split file also holds distractor garments, so the "split" gallery
@@ -39,11 +39,13 @@ _TEMPLATES = {
     "skirt_length": ("make it {v} length", "change the length to {v}"),
     "coat_length": ("make it {v} length", "change the length to {v}"),
     "neckline_design": ("with a {v} neckline", "change the neckline to {v}"),
+    "collar_design": ("with a {v} collar", "change to a {v} collar"),
     "neck_design": ("with a {v} neck", "change to a {v} neck"),
     "lapel_design": ("with a {v} lapel", "change to a {v} lapel"),
 }
 _WORDS = {"h_stripes": "horizontal stripes", "v_stripes": "vertical stripes", "three_quarter": "three quarter",
-          "v_neck": "v neck", "off_shoulder": "off the shoulder", "high_waist": "high waist", "low_turtle": "low turtle", "plus_size_shawl": "wide shawl"}
+          "v_neck": "v neck", "off_shoulder": "off the shoulder", "high_waist": "high waist", "low_turtle": "low turtle", "plus_size_shawl": "wide shawl",
+          "peter_pan": "peter pan"}
 
 
 @dataclass

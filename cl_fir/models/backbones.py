@@ -5,14 +5,10 @@ Starting weights are loaded afterwards from a file (:mod:`cl_fir.models.weights`
 
 from __future__ import annotations
 
-import os
 import torch
 from torch import nn
 
 from cl_fir.errors import ConfigError
-
-# Belt and braces: even a misconfigured call must not reach the network.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 class FeatureMapBackbone(nn.Module):

@@ -22,6 +22,7 @@ import numpy as np
 from cl_fir.config import ARCH_ONLY_MODEL_FIELDS
 from cl_fir.evaluation import matrix_metrics
 from cl_fir.evaluation.evaluator import METRIC_LABELS
+from cl_fir.report import budget_curve
 from cl_fir.report.cost_ratio import REFERENCE_STRATEGY, cost_ratios
 from cl_fir.report.run_dir import LoadedRun
 from cl_fir.report.statistics import LEVEL, mean_ci, paired_t_test
@@ -45,9 +46,10 @@ COLUMNS = [
     ("parameters", "params"),
     ("stored_images", "stored imgs"),
     ("image_passes", "train image passes"),
+    ("train_flops", "train FLOPs"),
     ("train_seconds", "train s"),
-    ("cost_ratio", "cost vs static"),
-    ("cost_ratio_flops", "FLOPs vs static"),
+    ("cost_ratio", "image passes vs cumulative static"),
+    ("cost_ratio_flops", "FLOPs vs cumulative static"),
 ]
 
 
@@ -172,12 +174,34 @@ def compare(runs: list[LoadedRun]) -> list[dict]:
                          if np.isfinite([r.chance[j] for r in members]).any() else math.nan
                          for j, name in enumerate(members[0].task_names)}
         row["prioritized"] = _prioritized_summary(members)
+        row["doublets"] = members[0].config.get("strategy_options", {}).get("doublets", 0)
         rows.append(row)
-    rows.sort(key=lambda r: (r["scenario"], r["strategy"] == REFERENCE_STRATEGY, r["label"]))
+    rows.sort(key=lambda r: (r["scenario"], r["strategy"] == budget_curve.REFERENCE,
+                             r["strategy"] == REFERENCE_STRATEGY, r.get("train_flops", 0), r["label"]))
     for mine in by_scenario(rows).values():
-        _mark_objectives(mine)
-        _paired_tests(mine)
+        compared = [r for r in mine if r["strategy"] != budget_curve.REFERENCE]
+        for r in mine:
+            r["objective_differs"] = False
+        _mark_objectives(compared)
+        _paired_tests(compared)
+        _place_on_budget_curve(mine)
     return rows
+
+
+def budget_points(rows: list[dict]) -> list[budget_curve.BudgetPoint]:
+    """The joint reference's measured budgets among one scenario's rows (one per budget)."""
+    return [budget_curve.BudgetPoint(int(r.get("doublets", 0)), r["per_seed"][TESTED], r["per_seed"]["train_flops"])
+            for r in rows if r["strategy"] == budget_curve.REFERENCE]
+
+
+def _place_on_budget_curve(rows: list[dict]) -> None:
+    """``placement`` of every non-joint experiment on the scenario's joint budget curve (None
+    without at least two measured budgets); joint rows are marked ``budget_reference``."""
+    points = budget_points(rows)
+    for r in rows:
+        r["budget_reference"] = r["strategy"] == budget_curve.REFERENCE
+        r["placement"] = None if r["budget_reference"] or len(points) < 2 else budget_curve.place(
+            points, r["per_seed"][TESTED], r["per_seed"]["train_flops"])
 
 
 def _mark_objectives(rows: list[dict]) -> None:
@@ -185,6 +209,8 @@ def _mark_objectives(rows: list[dict]) -> None:
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         counts[r["objective"]] += 1
+    if not counts:
+        return
     common = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
     for r in rows:
         r["objective_differs"] = len(counts) > 1 and r["objective"] != common
@@ -260,7 +286,7 @@ def _cell(row: dict, key: str) -> str:
     mean = row[key]
     if math.isnan(mean):
         return "n/a"
-    if key in ("image_passes", "parameters", "stored_images"):
+    if key in ("image_passes", "parameters", "stored_images", "train_flops"):
         return human_count(mean)
     if key.startswith("cost_ratio"):
         return f"{mean:.2f}x"
@@ -288,15 +314,69 @@ LEGEND = (f"Means ± half-width of the {100 * LEVEL:.0f}% Student-t interval ove
           f"significantly from the best continual strategy, † from finetune (paired two-sided t-test over "
           f"seeds, p < {1 - LEVEL:.2f}); no mark: no significant difference. final - chance: mean over tasks "
           f"of the final value minus the task's chance level (uniformly random ranking); tasks at chance: "
-          f"final within {AT_CHANCE:g} points of chance (not a result).")
+          f"final within {AT_CHANCE:g} points of chance (not a result). vs cumulative static: the ratio to static "
+          f"retraining at every increment, about 2/(n+1) for one pass over n increments by construction (a "
+          f"formula, not a measurement); cost against joint training at equal quality is in the budget-curve "
+          f"table when joint runs are present (cl-fir budget).")
+
+
+def compared_rows(rows: list[dict]) -> list[dict]:
+    """The experiments of the main tables: every row but the joint budget curve's."""
+    return [r for r in rows if not r.get("budget_reference")]
 
 
 def comparison_markdown(rows: list[dict]) -> str:
     header = ["scenario", "strategy", "objective", "seeds", "metric"] + [label for _, label in COLUMNS]
     body = [[r["scenario"], strategy_label(r), r["objective"], ",".join(map(str, r["seeds"])), r["metric"]]
             + [_cell(r, k) for k, _ in COLUMNS]
-            for r in rows]
+            for r in compared_rows(rows)]
     return markdown_table(header, body) + "\n\n" + LEGEND
+
+
+def _flops(x: float | None) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.3g}"
+
+
+def budget_tables(rows: list[dict]) -> tuple[tuple[list[str], list[list[str]]], tuple[list[str], list[list[str]]]]:
+    """One scenario's joint budget curve (per budget: seeds, FLOPs, final) and every other
+    experiment's placement on it."""
+    curve = sorted((r for r in rows if r.get("budget_reference")), key=lambda r: r["train_flops"])
+    curve_body = [[f"{int(r['doublets'])}" if r["doublets"] else "as static", ",".join(map(str, r["seeds"])),
+                   _flops(r["train_flops"]), _cell(r, TESTED)] for r in curve]
+    placed = []
+    for r in compared_rows(rows):
+        p = r.get("placement")
+        if p is None:
+            continue
+        if p.joint_at_flops is None:
+            at, diff = f"outside the curve (seeds {', '.join(map(str, p.seeds_outside))})", ""
+        else:
+            at = f"{p.joint_at_flops[0]:.2f}" + (f" ± {p.joint_at_flops[1]:.2f}" if not math.isnan(p.joint_at_flops[1])
+                                                   else "")
+            diff = _difference(p.difference)
+        reach = _flops(p.flops_to_reach) if p.reach == "on the curve" else (
+            f"{p.reach} (<= {_flops(p.flops_to_reach)})" if p.reach == "below the curve" else p.reach)
+        placed.append([strategy_label(r), ",".join(map(str, r["seeds"])), _flops(p.flops), _cell(r, TESTED), at, diff,
+                       reach, f"{p.ratio_joint_plateau:.2f}x", _cell(r, "cost_ratio_flops")])
+    return ((["joint budget (doublets)", "seeds", "train FLOPs", "final"], curve_body),
+            (["strategy", "seeds", "train FLOPs", "final", "joint at equal FLOPs", "final - joint (paired)",
+              "FLOPs joint needs for it", "FLOPs vs joint at plateau", "FLOPs vs cumulative static (by construction)"],
+             placed))
+
+
+def budget_markdown(rows: list[dict]) -> str:
+    """Per scenario with a joint budget curve: the curve, and each experiment placed on it."""
+    parts = []
+    for scenario, mine in by_scenario(rows).items():
+        if len(budget_points(mine)) < 2:
+            continue
+        (ch, cb), (ph, pb) = budget_tables(mine)
+        parts.append(f"{scenario}: joint training's budget curve (final {mine[0]['metric']}, mean ± 95% interval "
+                     f"over seeds)\n\n" + markdown_table(ch, cb))
+        parts.append(f"{scenario}: every experiment at its training FLOPs against joint training at the same FLOPs "
+                     f"(interpolated in log FLOPs between measured budgets, never extrapolated; plateau: within "
+                     f"{budget_curve.PLATEAU_POINTS:g} point of the curve's best)\n\n" + markdown_table(ph, pb))
+    return "\n\n".join(parts)
 
 
 def _difference(test) -> str:
@@ -320,7 +400,7 @@ def significance_table(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
 
 def significance_markdown(rows: list[dict]) -> str:
     parts = []
-    for scenario, mine in by_scenario(rows).items():
+    for scenario, mine in by_scenario(compared_rows(rows)).items():
         if max(len(r["seeds"]) for r in mine) < 2:
             continue
         parts.append(f"{scenario}: paired differences of final {mine[0]['metric']} (points; {100 * LEVEL:.0f}% "
@@ -330,7 +410,7 @@ def significance_markdown(rows: list[dict]) -> str:
 
 
 def comparison_csv(rows: list[dict]) -> str:
-    keys = [k for k, _ in COLUMNS] + ["cost_ratio_seconds", "train_flops"]
+    keys = [k for k, _ in COLUMNS] + ["cost_ratio_seconds"]
     tests = ("finetune", "best", "static")
     lines = ["scenario,strategy,objective,seeds,metric," + ",".join(f"{k},{k}_std,{k}_ci95" for k in keys)
              + "," + ",".join(f"final_vs_{t},final_vs_{t}_ci95,final_vs_{t}_p" for t in tests)]
@@ -368,7 +448,7 @@ def task_table_markdown(rows: list[dict]) -> str:
     """Final metric per task, one table per scenario (rows: experiments; columns: tasks)."""
     return "\n\n".join(f"{scenario}: final {mine[0]['metric']} per task (%; ~ = within {AT_CHANCE:g} points of "
                        f"chance)\n\n" + markdown_table(*task_table(mine))
-                       for scenario, mine in by_scenario(rows).items())
+                       for scenario, mine in by_scenario(compared_rows(rows)).items())
 
 
 def _pm(mean: float, std: float, with_std: bool) -> str:
@@ -403,7 +483,7 @@ def comparison_latex(rows: list[dict]) -> str:
     keys = ["avg_incremental", "final", "final_weighted", "forgetting", "bwt", "cost_ratio", "cost_ratio_flops"]
     heads = ["Avg.\\ inc.", "Final", "Final (q-w)", "Forgetting", "BWT", "Cost", "FLOPs"]
     out = []
-    for scenario, mine in by_scenario(rows).items():
+    for scenario, mine in by_scenario(compared_rows(rows)).items():
         out += [r"\begin{table}[t]", r"\centering",
                 rf"\caption{{{latex_escape(scenario)}: {latex_escape(mine[0]['metric'])} (\%), mean $\pm$ std over "
                 rf"seeds; cost relative to static retraining.}}",

@@ -6,7 +6,8 @@ import base64
 import html
 from pathlib import Path
 
-from cl_fir.report.compare import LEGEND, COLUMNS, _cell, by_scenario, significance_table, strategy_label, task_table
+from cl_fir.report.compare import (LEGEND, COLUMNS, _cell, budget_points, budget_tables, by_scenario, compared_rows,
+                                   significance_table, strategy_label, task_table)
 from cl_fir.report.plots import safe_name
 
 _STYLE = """
@@ -42,7 +43,8 @@ def html_report(rows: list[dict], plots: dict[str, list[Path]], title: str = "cl
     if generated:
         parts.append(f"<p class='note'>Generated {html.escape(generated)} by <code>cl-fir compare</code>. "
                      f"{html.escape(LEGEND)} Cost relative to the static run of the same scenario and seed.</p>")
-    for scenario, mine in by_scenario(rows).items():
+    for scenario, everything in by_scenario(rows).items():
+        mine = compared_rows(everything)
         metric = mine[0]["metric"]
         parts.append(f"<h2>{html.escape(scenario)} ({html.escape(metric)}, %)</h2>")
         header = ["strategy", "objective", "seeds"] + [label for _, label in COLUMNS]
@@ -56,6 +58,13 @@ def html_report(rows: list[dict], plots: dict[str, list[Path]], title: str = "cl
         parts.append(f"<p class='note'>Final {html.escape(metric)} per task (~ = within 2 points of chance; the "
                      f"last row is each task's chance level):</p>")
         parts.append(_table(*task_table(mine)))
+        if len(budget_points(everything)) >= 2:
+            curve, placed = budget_tables(everything)
+            parts.append(f"<p class='note'>Joint training's budget curve (final {html.escape(metric)}) and every "
+                         f"experiment at its training FLOPs against joint training at the same FLOPs "
+                         f"(interpolated, never extrapolated):</p>")
+            parts.append(_table(*curve))
+            parts.append(_table(*placed))
         heat = plots.get(f"matrix_{safe_name(scenario)}")
         if heat:
             parts.append(_image(heat[0], f"{scenario} increment x task matrix"))

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from cl_fir.files import atomic_io
 from cl_fir.report import plots as plot_module
-from cl_fir.report.compare import (comparison_csv, comparison_latex, comparison_markdown, compare, prioritized_markdown,
-                                   significance_markdown, task_table_csv, task_table_markdown)
+from cl_fir.report.compare import (budget_markdown, comparison_csv, comparison_latex, comparison_markdown, compare,
+                                   prioritized_markdown, significance_markdown, task_table_csv, task_table_markdown)
 from cl_fir.report.html import html_report
 from cl_fir.report.run_dir import LoadedRun, now
 
@@ -19,9 +19,9 @@ def write_comparison(runs: list[LoadedRun], dest: Path) -> tuple[list[dict], str
     """
     rows = compare(runs)
     markdown = comparison_markdown(rows) + "\n\n" + task_table_markdown(rows)
-    significance = significance_markdown(rows)
-    if significance:
-        markdown += "\n\n" + significance
+    for extra in (significance_markdown(rows), budget_markdown(rows)):
+        if extra:
+            markdown += "\n\n" + extra
     prioritized = prioritized_markdown(rows)
     if prioritized:
         markdown += "\n\n" + prioritized

@@ -7,8 +7,8 @@
 * ``matrix_<scenario>``: the increment x task matrix of each experiment (mean over seeds),
   as an annotated heatmap; cells within ``AT_CHANCE`` points of their task's chance level
   are hatched and marked ``~``.
-* ``cost_vs_quality``: average incremental metric against training FLOPs relative to
-  static retraining, per scenario, with the Pareto front marked.
+* ``cost_vs_quality``: final metric against training FLOPs, per scenario, with 95% intervals
+  over seeds, the Pareto front marked, and joint training's budget curve when measured.
 """
 
 from __future__ import annotations
@@ -164,26 +164,43 @@ def matrix_heatmaps(experiments: list[dict], by_path: dict[str, LoadedRun], dest
 
 
 def cost_vs_quality(experiments: list[dict], dest: Path) -> list[Path]:
+    """Per scenario: final metric against training FLOPs (log scale). Every experiment is a
+    point with its 95% intervals over seeds on both axes (Pareto front marked); joint
+    training's budget curve, when measured, is a line through its budgets with its band."""
     plt = _pyplot()
     scenarios = sorted({e["scenario"] for e in experiments})
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(6 * len(scenarios), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(7 * len(scenarios), 5), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
-        mine = [e for e in experiments if e["scenario"] == scenario]
-        points = [(e["cost_ratio_flops"], e["avg_incremental"]) for e in mine]
+        everything = [e for e in experiments if e["scenario"] == scenario]
+        curve = sorted((e for e in everything if e.get("budget_reference")), key=lambda e: e["train_flops"])
+        mine = [e for e in everything if not e.get("budget_reference")]
+        if len(curve) >= 2:
+            x = [e["train_flops"] for e in curve]
+            y = np.asarray([e["final"] for e in curve])
+            band = np.nan_to_num(np.asarray([e.get("final_ci", np.nan) for e in curve]))
+            ax.plot(x, y, "-", color="black", marker=".", label="joint training (budget curve)", zorder=2)
+            ax.fill_between(x, y - band, y + band, color="grey", alpha=0.25, zorder=1)
+        points = [(e["train_flops"], e["final"]) for e in mine]
         front = set(pareto_front(points))
         for k, (exp, (c, q)) in enumerate(zip(mine, points)):
             if np.isnan(c) or np.isnan(q):
                 continue
-            ax.scatter([c], [q], s=60, marker="*" if k in front else "o", zorder=3)
+            xerr = exp.get("train_flops_ci", np.nan)
+            yerr = exp.get("final_ci", np.nan)
+            ax.errorbar([c], [q], xerr=None if np.isnan(xerr) else [[xerr], [xerr]],
+                        yerr=None if np.isnan(yerr) else [[yerr], [yerr]], fmt="*" if k in front else "o",
+                        markersize=9 if k in front else 6, capsize=3, zorder=3)
             ax.annotate(exp["label"], (c, q), textcoords="offset points", xytext=(5, 4), fontsize=8)
         ordered = sorted((points[k] for k in front), key=lambda p: p[0])
         if len(ordered) > 1:
-            ax.plot([p[0] for p in ordered], [p[1] for p in ordered], "--", color="grey", label="Pareto front")
-            ax.legend(fontsize=8)
-        ax.set_xlabel("training FLOPs vs static retraining")
-        ax.set_ylabel(f"average incremental {mine[0]['metric']} (%)")
-        ax.set_title(scenario)
-        ax.grid(alpha=0.3)
+            ax.plot([p[0] for p in ordered], [p[1] for p in ordered], "--", color="grey", linewidth=0.8,
+                    label="Pareto front of the experiments")
+        ax.set_xscale("log")
+        ax.set_xlabel("training FLOPs (estimated)")
+        ax.set_ylabel(f"final {everything[0]['metric']} (%)")
+        ax.set_title(f"{scenario}: quality against cost (bars: 95% intervals over seeds)", fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
     fig.tight_layout()
     return _save(fig, dest, "cost_vs_quality")
 
@@ -192,10 +209,12 @@ def write_all(experiments: list[dict], runs: list[LoadedRun], dest: Path) -> dic
     """Every plot for these experiments; returns name -> files (PNG first)."""
     by_path = {str(r.path): r for r in runs}
     dest.mkdir(parents=True, exist_ok=True)
-    plots = {"forgetting_curves": forgetting_curves(experiments, by_path, dest),
-             "task_curves": task_curves(experiments, by_path, dest),
+    # joint runs train only at the last increment: their earlier rows are not results
+    compared = [e for e in experiments if not e.get("budget_reference")]
+    plots = {"forgetting_curves": forgetting_curves(compared, by_path, dest),
+             "task_curves": task_curves(compared, by_path, dest),
              "cost_vs_quality": cost_vs_quality(experiments, dest)}
-    heat = matrix_heatmaps(experiments, by_path, dest)
+    heat = matrix_heatmaps(compared, by_path, dest)
     for png, svg in zip(heat[0::2], heat[1::2]):
         plots[png.stem] = [png, svg]
     return plots
