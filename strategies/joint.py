@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 from cl_fir.errors import ConfigError
 from cl_fir.registry import register_strategy
-from cl_fir.strategies.static import StaticRetrain
+from cl_fir.strategy import StaticRetraining
 
 TRAIN_AT = ("last", "every")
 
@@ -56,12 +56,12 @@ class _NoBatches:
 
 
 @register_strategy("joint", families=("attribute", "composed"))
-class JointTraining(StaticRetrain):
+class JointTraining(StaticRetraining):
     summary = ("one model trained from the initial weights on all seen tasks at the last increment, at a given "
                "budget (the budget-curve reference)")
 
     @dataclass
-    class Options(StaticRetrain.Options):
+    class Options(StaticRetraining.Options):
         doublets: int = 0                # total doublets of one training (0: static's budget at that increment)
         train_at: str = "last"           # last: train once, at the last increment | every: at each, as static
 
@@ -73,22 +73,22 @@ class JointTraining(StaticRetrain):
             raise ConfigError(f"--opt doublets: expected 0 (static's budget) or a number of doublets, "
                               f"got {self.opts.doublets}")
 
-    def trains_now(self, loop) -> bool:
-        return self.opts.train_at == "every" or loop.increment.index == len(loop.scenario.increments) - 1
+    def trains_now(self, ctx) -> bool:
+        return self.opts.train_at == "every" or ctx.increment.index == len(ctx.scenario.increments) - 1
 
-    def doublets_per_epoch(self, loop, num_increments):
+    def doublets_per_epoch(self, ctx, num_increments):
         if not self.opts.doublets:
-            return super().doublets_per_epoch(loop, num_increments)
-        return max(loop.cfg.train.batch_size, math.ceil(self.opts.doublets / loop.cfg.train.epochs))
+            return super().doublets_per_epoch(ctx, num_increments)
+        return max(ctx.cfg.train.batch_size, math.ceil(self.opts.doublets / ctx.cfg.train.epochs))
 
-    def training_batches(self, loop, epoch: int):
-        dataset, sampler = super().training_batches(loop, epoch)
-        return (dataset, sampler) if self.trains_now(loop) else (dataset, _NoBatches())
+    def training_batches(self, ctx, epoch: int):
+        dataset, sampler = super().training_batches(ctx, epoch)
+        return (dataset, sampler) if self.trains_now(ctx) else (dataset, _NoBatches())
 
-    def make_optimizer(self, loop):
-        optimizer, scheduler = super().make_optimizer(loop)
-        return optimizer, (scheduler if self.trains_now(loop) else _Idle(scheduler))
+    def make_optimizer(self, ctx):
+        optimizer, scheduler = super().make_optimizer(ctx)
+        return optimizer, (scheduler if self.trains_now(ctx) else _Idle(scheduler))
 
-    def before_training_exp(self, loop):
-        if self.trains_now(loop):
-            super().before_training_exp(loop)
+    def before_training_exp(self, ctx):
+        if self.trains_now(ctx):   # restart from the initial weights (StaticRetraining)
+            super().before_training_exp(ctx)

@@ -24,12 +24,12 @@ LAYERS: list[tuple[str, ...]] = [
     ("cl_fir.engine",),
     ("cl_fir.strategy", "cl_fir.registry", "cl_fir.strategies"),
     ("cl_fir.report",),
-    ("cl_fir", "cl_fir.__main__", "cl_fir.cli", "cl_fir.runner", "cl_fir.sweep", "cl_fir.bench", "cl_fir.pretraining",
-     "cl_fir.tuning", "cl_fir.analysis"),
+    ("cl_fir", "cl_fir.__main__", "cl_fir.cli", "cl_fir.runner", "cl_fir.sweep", "cl_fir.budget_runs", "cl_fir.bench",
+     "cl_fir.pretraining", "cl_fir.tuning", "cl_fir.analysis"),
 ]
 #: the package root holds entry points (and the public types callers pass and catch) only
-ROOT_MODULES = {"__init__", "__main__", "cli", "runner", "sweep", "bench", "pretraining", "tuning", "registry",
-                "strategy", "config", "errors"}
+ROOT_MODULES = {"__init__", "__main__", "cli", "runner", "sweep", "budget_runs", "bench", "pretraining", "tuning",
+                "registry", "strategy", "config", "errors"}
 
 
 def _modules() -> dict[str, Path]:
