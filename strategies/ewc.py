@@ -21,8 +21,6 @@ shards it under torchrun).
   ``(lambda / 2) sum_i F_i (theta_i - theta*_i)^2``; constant memory.
 """
 
-from __future__ import annotations
-
 from dataclasses import dataclass
 
 import torch
@@ -65,33 +63,27 @@ class EWC(Strategy):
         self.anchors: list[dict[str, torch.Tensor]] = []
 
     def before_backward(self, ctx):
-        if not self.fishers or not self.opts.ewc_lambda:
-            return
-        penalty = ctx.batch.outputs.new_zeros(())
-        params = dict(ctx.model.named_parameters())
-        for fisher, anchor in zip(self.fishers, self.anchors):
-            for name, f in fisher.items():
-                penalty = penalty + (f * (params[name] - anchor[name]) ** 2).sum()
-        ctx.add_loss("ewc", 0.5 * self.opts.ewc_lambda * penalty)
+        if self.fishers and self.opts.ewc_lambda:
+            params = dict(ctx.model.named_parameters())
+            penalty = sum((f * (params[n] - anchor[n]) ** 2).sum()
+                          for fisher, anchor in zip(self.fishers, self.anchors) for n, f in fisher.items())
+            ctx.add_loss("ewc", 0.5 * self.opts.ewc_lambda * penalty)
 
     def after_training_exp(self, ctx):
         if ctx.increment.index == len(ctx.scenario.increments) - 1:
             return                                           # no increment left to protect it in
         fisher = self.estimate_fisher(ctx)
-        anchor = {n: p.detach().clone() for n, p in ctx.model.named_parameters() if n in fisher}
-        if self.opts.penalty == "per_task" or not self.fishers:
-            self.fishers.append(fisher)
-            self.anchors.append(anchor)
-        else:
-            previous = self.fishers[0]
-            self.fishers[0] = {n: self.opts.fisher_decay * previous[n] + f for n, f in fisher.items()}
-            self.anchors[0] = anchor
+        if self.opts.penalty == "online" and self.fishers:   # one decayed sum, around the latest anchor only
+            previous, _ = self.fishers.pop(), self.anchors.pop()
+            fisher = {n: self.opts.fisher_decay * previous[n] + f for n, f in fisher.items()}
+        self.fishers.append(fisher)
+        self.anchors.append({n: p.detach().clone() for n, p in ctx.model.named_parameters() if n in fisher})
 
     def estimate_fisher(self, ctx) -> dict[str, torch.Tensor]:
         """Diagonal empirical Fisher: the mean over the Fisher batches' samples of each trainable
-        parameter's squared per-sample gradient."""
+        parameter's squared per-sample gradient (seeds of the "epoch" after the increment's last)."""
         params = {n: p for n, p in ctx.model.named_parameters() if p.requires_grad}
-        after = ctx.cfg.train.epochs                         # seeds of the "epoch" after the increment's last
+        after = ctx.cfg.train.epochs
         squares, samples = ctx.squared_sample_gradients(
             params, lambda: self.sample_losses(ctx), self.opts.fisher_batches,
             self.opts.fisher_batch_size or ctx.cfg.train.batch_size,
