@@ -553,7 +553,7 @@ def budget(
     scenario: Annotated[str, typer.Option(help="Scenario name or .toml path.")] = "synth-4inc",
     factors: Annotated[str, typer.Option(help="Budgets as factors of static's training at the last increment "
                                               "(comma-separated, log-spaced; the largest at or past the plateau).")]
-    = ",".join(f"{f:g}" for f in (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)),
+    = "0.0625,0.125,0.25,0.5,1,2,4",
     seeds: Annotated[str, typer.Option(help="Seeds (the reporting seeds of the strategies it is compared with).")]
     = "0-4",
     output_dir: Annotated[Path, typer.Option(help="Results root: the strategies' runs compared with the curve "
