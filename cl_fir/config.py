@@ -88,7 +88,7 @@ class LossConfig:
     ms_beta: float = 50.0                   # negative scale (paper: 50)
     ms_base: float = 1.0                    # similarity margin lambda (paper: 1; PML default 0.5)
     ms_epsilon: float = 0.1                 # pair-mining margin (paper: 0.1)
-    # composed retrieval (family = "composed"; paper 003, reference/dml_methods.md 3.3)
+    # composed retrieval (family = "composed"; MGUR, Chen et al., ICLR 2024; docs/strategies.md)
     composed: str = "infonce"               # infonce (batch classification) | uncertainty (MGUR's regularised loss)
     norm_scale: float = 4.0                 # embeddings x this before the raw-dot-product logits (MGUR: 4)
     uncertainty_gamma0: float = 1.0         # gamma = exp(-gamma0 * epoch / epochs), per increment
