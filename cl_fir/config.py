@@ -118,6 +118,7 @@ class RunConfig:
     cache_dir: str | None = None            # generated datasets and image-check results; or CL_FIR_CACHE
     strict: bool = False                    # refuse to start when a used image is missing or unreadable
     deterministic: bool = False             # torch deterministic algorithms (slower on GPU)
+    log: str = "none"                       # experiment tracker: none | tensorboard (<run>/tensorboard/)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -172,6 +173,7 @@ class RunConfig:
              "auto, workers or device", self.transforms.normalize),
             (self.transforms.cache_decoded_mb >= 0, "transforms.cache_decoded_mb", "an integer >= 0 (MiB)",
              self.transforms.cache_decoded_mb),
+            (self.log in ("none", "tensorboard"), "log (--log)", "none or tensorboard", self.log),
             (self.precision in ("auto", "fp32", "bf16"), "precision (--precision)", "auto, fp32 or bf16",
              self.precision),
         ]
