@@ -92,3 +92,20 @@ def test_off_by_default_only_rank_zero_writes_and_bad_values_are_refused(tiny_sc
     assert not (tmp_path / "tensorboard").exists()
     with pytest.raises(ConfigError, match="--log"):
         resolve_config("finetune", str(tiny_scenario), output_dir=str(tmp_path), seed=4, log="wandb")
+
+
+def test_sweep_passes_log_to_its_cells(monkeypatch, tmp_path):
+    import cl_fir.sweep
+    from cl_fir.errors import CLFirError
+
+    seen = {}
+
+    def plan(strategies, scenarios, seeds, output_dir, extra_args=None):
+        seen["extra"] = list(extra_args or [])
+        raise CLFirError("planned")
+
+    monkeypatch.setattr(cl_fir.sweep, "plan", plan)
+    result = CliRunner().invoke(app, ["sweep", "--strategies", "finetune", "--scenarios", "synth-2inc",
+                                      "--output-dir", str(tmp_path), "--log", "tensorboard"])
+    assert "planned" in result.output
+    assert seen["extra"][-2:] == ["--log", "tensorboard"]
