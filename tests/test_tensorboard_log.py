@@ -109,3 +109,16 @@ def test_sweep_passes_log_to_its_cells(monkeypatch, tmp_path):
                                       "--output-dir", str(tmp_path), "--log", "tensorboard"])
     assert "planned" in result.output
     assert seen["extra"][-2:] == ["--log", "tensorboard"]
+
+
+def test_tracking_switched_on_when_resuming_starts_at_the_checkpoint(tiny_scenario, tmp_path):
+    cfg = resolve_config("finetune", str(tiny_scenario), output_dir=str(tmp_path), seed=5)
+    run = execute_run(cfg, stop_after=1)
+    done = json.loads((run / "cost.json").read_text())["total"]["optimizer_steps"]
+    assert not (run / "tensorboard").exists()
+    with pytest.raises(ConfigError, match="log"):   # a changed setting needs --force, as every other
+        resume_run(run, changes={"log": "tensorboard"})
+    resume_run(run, changes={"log": "tensorboard"}, force=True)
+    total = json.loads((run / "cost.json").read_text())["total"]["optimizer_steps"]
+    assert [s for s, _ in _scalars(run / "tensorboard" / "train")["loss"]] == list(range(done + 1, total + 1))
+    assert [s for s, _ in _scalars(run / "tensorboard" / "increments")["derived/avg_incremental"]] == [2]
