@@ -398,9 +398,8 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
                 msg += f", forgetting {d['forgetting']:.2f}"
             reporter.log(msg)
             if tracker is not None:
-                tracker.increment_end(inc.index + 1, scenario.task_names,
-                                      {scenario.task_names[j]: float(v) for j, v in enumerate(results.matrix()[-1])
-                                       if v == v}, d, cost.to_dict()["increments"][-1], cost.totals())
+                tracker.increment_end(inc.index + 1, dict(zip(scenario.task_names, results.matrix()[-1].tolist())),
+                                      d, cost.to_dict()["increments"][-1], cost.totals())
 
         def on_checkpoint(loop: TrainingLoop) -> None:
             if run_dir.read_only:

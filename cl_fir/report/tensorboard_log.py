@@ -53,13 +53,14 @@ class TensorBoardLog:
         self.step += 1
         self.train.add_scalar("loss", value, self.step)
 
-    def increment_end(self, increment: int, task_names: list[str], row: dict[str, float], derived: dict[str, float],
+    def increment_end(self, increment: int, row: dict[str, float], derived: dict[str, float],
                       cost: dict, cost_total: dict) -> None:
-        """After increment ``increment`` (from 1): its matrix row (task name -> primary metric),
-        the derived metrics so far, and the increment's and the cumulative cost."""
-        for name in task_names:
-            if name in row:
-                self.increments.add_scalar(f"matrix/{name}", row[name], increment)
+        """After increment ``increment`` (from 1): its matrix row (task name -> primary metric;
+        NaN for tasks not seen yet, which are left out), the derived metrics so far, and the
+        increment's and the cumulative cost."""
+        for name, value in row.items():
+            if math.isfinite(value):
+                self.increments.add_scalar(f"matrix/{name}", value, increment)
         for tag, key in (("avg_incremental", "avg_incremental"), ("seen_task_mean", "final"),
                          ("seen_task_mean_weighted", "final_weighted"), ("forgetting", "forgetting"),
                          ("bwt", "bwt")):
