@@ -187,7 +187,15 @@ def _print_run_row(path: Path) -> None:
 
     if int(os.environ.get("RANK", "0")) != 0:   # data-parallel ranks other than 0 print nothing
         return
-    out.print(comparison_markdown(compare([load_run(path)])), highlight=False, markup=False)
+    rows = compare([load_run(path)])
+    if rows and rows[0].get("budget_reference"):   # joint: a point of a budget curve, not a compared strategy
+        r = rows[0]
+        budget = f"{int(r['doublets'])} doublets" if r["doublets"] else "static's budget"
+        out.print(f"joint at {budget}: final {r['metric']} {r['final']:.2f} after {r['train_flops']:.3g} training "
+                  "FLOPs (a budget-curve point: cl-fir compare places the strategies on the curve)",
+                  highlight=False, markup=False)
+        return
+    out.print(comparison_markdown(rows), highlight=False, markup=False)
 
 
 @app.command("list")

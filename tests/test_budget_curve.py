@@ -68,3 +68,16 @@ def test_twice_the_epochs_puts_a_strategy_at_twice_the_flops(tiny_scenario, tmp_
     assert finetune[1]["placement"].flops == pytest.approx(2 * finetune[0]["placement"].flops)
     assert all(r["placement"] is None for r in rows if r["strategy"] == "joint")
     assert "joint training's budget curve" in budget_markdown(rows)
+
+
+def test_a_joint_run_on_the_command_line_prints_its_budget_point(tiny_scenario, tmp_path):
+    """A joint run alone is not a compared strategy: its summary line names its budget,
+    final metric and FLOPs instead of an empty comparison table."""
+    from typer.testing import CliRunner
+
+    from cl_fir.cli import app
+
+    res = CliRunner().invoke(app, ["run", "--strategy", "joint", "--scenario", str(tiny_scenario), "--opt",
+                                   "doublets=8", "--output-dir", str(tmp_path), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "joint at 8 doublets: final MAP@all" in res.output and "training FLOPs" in res.output

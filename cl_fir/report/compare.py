@@ -180,6 +180,8 @@ def compare(runs: list[LoadedRun]) -> list[dict]:
                              r["strategy"] == REFERENCE_STRATEGY, r.get("train_flops", 0), r["label"]))
     for mine in by_scenario(rows).values():
         compared = [r for r in mine if r["strategy"] != budget_curve.REFERENCE]
+        for r in mine:
+            r["objective_differs"] = False
         _mark_objectives(compared)
         _paired_tests(compared)
         _place_on_budget_curve(mine)
@@ -207,6 +209,8 @@ def _mark_objectives(rows: list[dict]) -> None:
     counts: dict[str, int] = defaultdict(int)
     for r in rows:
         counts[r["objective"]] += 1
+    if not counts:
+        return
     common = max(counts.items(), key=lambda kv: (kv[1], kv[0]))[0]
     for r in rows:
         r["objective_differs"] = len(counts) > 1 and r["objective"] != common
