@@ -151,7 +151,7 @@ def _multi_similarity_rows(embeddings, labels, alpha, beta, base, epsilon) -> to
 
 # ---------------------------------------------------------------- uncertainty regularisation
 # Multi-grained uncertainty regularisation for composed image retrieval (Chen et al.,
-# paper 003; reference/dml_methods.md 3.2-3.3), loss side only, usable with any pairing
+# ICLR 2024, "MGUR"), loss side only, usable with any pairing
 # of a query embedding f_s and a target embedding f_t.
 
 

@@ -7,7 +7,7 @@ student, and the student is pulled towards the copy: ``kd_mode = embedding`` (1 
 of each embedding) or ``similarity`` (KL between the in-batch similarity distributions,
 i.e. the relational structure of the old embedding space). Avalanche's LwF plugin does a
 softmax-KL over embedding dimensions, which is meaningless for retrieval
-(reference/avalanche.md 3.3); this is the embedding version.
+(it assumes class logits); this is the embedding version.
 """
 
 from __future__ import annotations

@@ -463,7 +463,7 @@ class TrainingLoop:
 
     def store_centroids(self) -> None:
         """Class centroids of the tasks trained in this increment, kept frozen afterwards
-        (``reference/modc_asenpp.md`` 3.2): the strategy's own when it keeps some (MODC's online
+        (for MODC's prioritised retrieval, docs/metrics.md): the strategy's own when it keeps some (MODC's online
         centroids), else the class means of their labelled training images ("stored")."""
         own = self.strategy.class_centroids(self)
         self.task_centroids.update(own if own is not None else self.class_means(self.strategy.training_increments(self)))
