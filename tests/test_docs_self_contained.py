@@ -50,7 +50,5 @@ def test_no_file_points_at_the_private_notes_folder():
 
 
 def test_no_file_cites_a_private_note_by_name():
-    # scenarios/*.toml descriptions are excepted until their own edit lands (they are
-    # being re-tuned on another branch); everything else must cite docs/ or the paper.
-    texts = {n: t for n, t in _text_files().items() if not (n.startswith("scenarios/") and n.endswith(".toml"))}
-    assert _hits(texts, lambda line: NOTE_PATTERN.search(line)) == []
+    # every file, scenario descriptions included, cites docs/ or the paper instead
+    assert _hits(_text_files(), lambda line: NOTE_PATTERN.search(line)) == []
