@@ -21,7 +21,7 @@ import torch
 
 from cl_fir.evaluation.retrieval import average_precision, retrieval_scores
 
-# FashionAI test split, per attribute (reference/datasets.md 1.3): (queries, candidates, values)
+# FashionAI test split, per attribute (docs/datasets.md): (queries, candidates, values)
 FASHIONAI_TEST = [(422, 1703, 6), (623, 2383, 9), (535, 2088, 8), (422, 1722, 6),
                   (341, 1401, 5), (289, 1269, 5), (703, 2734, 10), (265, 1100, 5)]
 

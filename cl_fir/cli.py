@@ -115,6 +115,9 @@ def run(
     prio_topk: Annotated[Optional[int], typer.Option(
         help="eval.prio_topk: a candidate is ranked first when the query's class is among its k nearest "
              "centroids (1 or 2 in MODC).")] = None,
+    log: Annotated[Optional[str], typer.Option(
+        help="Experiment tracker: none or tensorboard (event files under <run>/tensorboard/: step losses, "
+             "matrix cells, forgetting, average incremental metric, cost) [default: none].")] = None,
     quiet: Annotated[bool, typer.Option(help="No progress output.")] = False,
 ) -> None:
     """Train a strategy on a scenario, evaluating every seen task after each increment."""
@@ -138,7 +141,7 @@ def run(
                            ("eval.prio_topk", prio_topk),
                            ("device", device), ("precision", precision), ("data_root", data_root),
                            ("cache_dir", cache_dir), ("strict", strict or None),
-                           ("deterministic", deterministic or None)):
+                           ("deterministic", deterministic or None), ("log", log)):
             if value is not None:
                 changes[key] = str(value) if isinstance(value, Path) else value
         path = resume_run(resume, reporter=reporter, changes=changes, force=force, handle_signals=True)
@@ -159,7 +162,7 @@ def run(
     cli_top = {"seed": seed, "device": device, "precision": precision,
                "output_dir": str(output_dir) if output_dir else None, "run_id": run_id,
                "data_root": str(data_root) if data_root else None, "cache_dir": str(cache_dir) if cache_dir else None,
-               "strict": strict or None, "deterministic": deterministic or None}
+               "strict": strict or None, "deterministic": deterministic or None, "log": log}
     top = {**file_top, **{k: v for k, v in cli_top.items() if v is not None}}
     chosen_strategy = strategy or top.pop("strategy", None) or _default_strategy()
     chosen_scenario = scenario or top.pop("scenario", None) or "synth-4inc"
@@ -440,6 +443,8 @@ def sweep(
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="SECTION.KEY=VALUE for every cell "
                                                                     "(repeatable).")] = None,
     opt: Annotated[Optional[list[str]], typer.Option(help="Strategy option KEY=VALUE for every cell (repeatable).")] = None,
+    log: Annotated[Optional[str], typer.Option(help="Experiment tracker of every new cell: none or tensorboard "
+                                                    "(resumed cells keep their own).")] = None,
     compare_after: Annotated[bool, typer.Option("--compare/--no-compare",
                                                 help="Compare the sweep's runs at the end.")] = True,
 ) -> None:
@@ -453,6 +458,8 @@ def sweep(
     extra = [a for item in (set_ or []) for a in ("--set", item)] + [a for item in (opt or []) for a in ("--opt", item)]
     if data_root is not None:
         extra += ["--data-root", str(data_root)]
+    if log is not None:
+        extra += ["--log", log]
     sweep_plan = plan(_split(strategies, "--strategies"), _split(scenarios, "--scenarios"), _parse_seeds(seeds),
                       output_dir, extra)
     counts = {a: sum(c.action == a for c in sweep_plan.cells) for a in ("run", "resume", "skip")}
@@ -553,7 +560,7 @@ def budget(
     scenario: Annotated[str, typer.Option(help="Scenario name or .toml path.")] = "synth-4inc",
     factors: Annotated[str, typer.Option(help="Budgets as factors of static's training at the last increment "
                                               "(comma-separated, log-spaced; the largest at or past the plateau).")]
-    = ",".join(f"{f:g}" for f in (0.0625, 0.125, 0.25, 0.5, 1.0, 2.0)),
+    = "0.0625,0.125,0.25,0.5,1,2,4",
     seeds: Annotated[str, typer.Option(help="Seeds (the reporting seeds of the strategies it is compared with).")]
     = "0-4",
     output_dir: Annotated[Path, typer.Option(help="Results root: the strategies' runs compared with the curve "

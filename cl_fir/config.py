@@ -92,7 +92,7 @@ class LossConfig:
     ms_beta: float = 50.0                   # negative scale (paper: 50)
     ms_base: float = 1.0                    # similarity margin lambda (paper: 1; PML default 0.5)
     ms_epsilon: float = 0.1                 # pair-mining margin (paper: 0.1)
-    # composed retrieval (family = "composed"; paper 003, reference/dml_methods.md 3.3)
+    # composed retrieval (family = "composed"; MGUR, Chen et al., ICLR 2024; docs/strategies.md)
     composed: str = "infonce"               # composed family's metric loss: infonce (batch classification) | uncertainty
     norm_scale: float = 4.0                 # embeddings x this before the raw-dot-product logits (MGUR: 4)
     uncertainty_gamma0: float = 1.0         # gamma = exp(-gamma0 * epoch / epochs), per increment
@@ -123,6 +123,7 @@ class RunConfig:
     cache_dir: str | None = None            # generated datasets and image-check results; or CL_FIR_CACHE
     strict: bool = False                    # refuse to start when a used image is missing or unreadable
     deterministic: bool = False             # torch deterministic algorithms (slower on GPU)
+    log: str = "none"                       # experiment tracker: none | tensorboard (<run>/tensorboard/)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -170,6 +171,7 @@ class RunConfig:
              "auto, workers or device", self.transforms.normalize),
             (self.transforms.cache_decoded_mb >= 0, "transforms.cache_decoded_mb", "an integer >= 0 (MiB)",
              self.transforms.cache_decoded_mb),
+            (self.log in ("none", "tensorboard"), "log (--log)", "none or tensorboard", self.log),
             (self.precision in ("auto", "fp32", "bf16"), "precision (--precision)", "auto, fp32 or bf16",
              self.precision),
         ]

@@ -423,6 +423,9 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             if inc.index:
                 msg += f", forgetting {d['forgetting']:.2f}"
             reporter.log(msg)
+            if tracker is not None:
+                tracker.increment_end(inc.index + 1, dict(zip(scenario.task_names, results.matrix()[-1].tolist())),
+                                      d, cost.to_dict()["increments"][-1], cost.totals())
 
         def on_checkpoint(loop: TrainingLoop) -> None:
             if run_dir.read_only:
@@ -443,9 +446,14 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
             results.load_state_dict(checkpoint["results"])
             cost.load(checkpoint["cost"])
             info["increments_done"] = results.increments_done   # less than before if a newer one was damaged
+        tracker = _tracker(cfg, run_dir, loop, checkpoint, results.increments_done)
         stop = len(scenario.increments) if stop_after is None else min(len(scenario.increments), start + stop_after)
-        with stop_on_signals(loop, reporter) if handle_signals else contextlib.nullcontext():
-            loop.run(start, stop, resume=checkpoint if mid_increment else None)
+        try:
+            with stop_on_signals(loop, reporter) if handle_signals else contextlib.nullcontext():
+                loop.run(start, stop, resume=checkpoint if mid_increment else None)
+        finally:
+            if tracker is not None:
+                tracker.close()
         if info["status"] == "complete":
             reporter.log(f"[green]done[/green]: {run_dir.path}")
             reporter.log(ratio_line(cfg, spec.name, info.get("cost_ratio")))
@@ -466,6 +474,20 @@ def _run(cfg: RunConfig, run_dir: RunDirectory, info: dict, reporter: Reporter, 
     except BaseException as exc:
         _record_failure(run_dir, info, exc)
         raise
+
+
+def _tracker(cfg: RunConfig, run_dir: RunDirectory, loop: TrainingLoop, checkpoint: dict | None,
+             done_increments: int):
+    """The run's experiment tracker (``--log``), listening to the loop's step losses; None
+    when off, on ranks other than 0, and on a read-only run folder."""
+    if cfg.log != "tensorboard" or not loop.dist.is_main or run_dir.read_only:
+        return None
+    from cl_fir.report.tensorboard_log import TensorBoardLog
+
+    done_steps = 0 if checkpoint is None else int(checkpoint["loop"]["iteration"])
+    tracker = TensorBoardLog(run_dir.path, done_steps, done_increments)
+    loop.loss_readback.listener = tracker.step_loss
+    return tracker
 
 
 def _record_failure(run_dir: RunDirectory, info: dict, exc: BaseException) -> bool:

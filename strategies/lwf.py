@@ -8,7 +8,7 @@ compositors and the shared image encoder in the composed one), and the student i
 towards the copy: ``kd_mode = embedding`` (1 - cos of each embedding) or ``similarity`` (KL
 between the in-batch similarity distributions, i.e. the relational structure of the old
 embedding space). Avalanche's LwF plugin does a softmax-KL over embedding dimensions, which is
-meaningless for retrieval (reference/avalanche.md 3.3); this is the embedding version.
+meaningless for retrieval (it assumes class logits); this is the embedding version.
 """
 
 from __future__ import annotations

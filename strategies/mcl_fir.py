@@ -1,4 +1,4 @@
-"""MCL-FIR as the paper describes it (Xiao & Yamasaki, TMM 2025; reference/mclfir.md 2.4, 3, 8).
+"""MCL-FIR as the paper describes it (Xiao & Yamasaki, IEEE TMM 2025).
 
 * One shared image encoder, updated across increments.
 * One attribute-attention head per increment (every head exists from the start; the
@@ -24,11 +24,11 @@
   Pooled-feature distillation (MSE between globally pooled encoder maps, the released code's
   only KD term, weight 1e-4 there) is available with ``feature_kd_weight`` (attribute family).
 
-Where the released code differs (reference/mclfir.md 8): it deep-copies the whole network
+Where the released code differs (docs/strategies.md): it deep-copies the whole network
 per task (see ``mcl_fir_isolated``), never updates the EMA teacher, runs it in train mode,
 gives it the un-augmented view, and distils 1e-4 x MSE of pooled features only. The
 paper gives no loss weights; ``kd_weight = 1`` on the cosine distance is our default
-(tuned on synth-4inc; see docs in the issue note).
+(tuned on synth-4inc; docs/tuning.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MCL-FIR as the released code behaves (Dr-LingXiao/MCL-FIR @81ca462; reference/mclfir.md 2.4, 3.2, 8).
+"""MCL-FIR as the released code behaves (Dr-LingXiao/MCL-FIR @81ca462; docs/strategies.md).
 
 * A **full independent network per increment** (backbone and head), each a copy of the
   same initial network, trained only on its increment; every attribute is embedded by

@@ -1,7 +1,7 @@
 """Tiny on-disk copies of the real datasets, each in its exact distributed format.
 
-Used by the reader, scenario, verify and end-to-end tests (reference/datasets.md 1-4 and
-11): a few dozen 12x12 JPEGs per dataset, real attribute names and value counts, and the
+Used by the reader, scenario, verify and end-to-end tests (formats in
+docs/datasets.md): a few dozen 12x12 JPEGs per dataset, real attribute names and value counts, and the
 files' quirks (DARN's missing final newline and candidate-first id blocks, DeepFashion's
 tab-padded label_{valid,test}.txt, CSN's filenames list and triplet lists).
 """

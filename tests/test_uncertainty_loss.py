@@ -1,4 +1,4 @@
-"""The uncertainty-regularised loss of composed retrieval (paper 003) against explicit loops."""
+"""The uncertainty-regularised loss of composed retrieval (MGUR, Chen et al. 2024) against explicit loops."""
 
 from __future__ import annotations
 

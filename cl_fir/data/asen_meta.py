@@ -1,6 +1,6 @@
 """Reader for the ASEN meta format shared by FashionAI, DARN, DeepFashion and synthfashion.
 
-Layout (``reference/datasets.md`` sections 1-3)::
+Layout (``docs/datasets.md``)::
 
     <data_root>/meta.json                      {"<Key>": {"ATTRIBUTES": [...], "ATTRIBUTES_NUM": {...}}}
     <data_root>/<Key>/filenames_{train,valid,test}.txt   one image path per line; line number = image id

@@ -1,7 +1,7 @@
 """Several ASEN-format datasets read as one, for cross-dataset sequences.
 
 The MCL-FIR reference code learns FashionAI's 8 attributes, then DeepFashion's 5, then
-DARN's 9 (22 tasks; ``reference/mclfir.md`` 1.1). Here the datasets' attributes are
+DARN's 9 (22 tasks; ``docs/scenarios.md``). Here the datasets' attributes are
 concatenated in that order under names ``<Dataset>/<attribute>``, and image ids of each
 split are offset so that one id space covers all datasets' images of that split.
 """

@@ -1,5 +1,5 @@
 """Readers of the composed image retrieval datasets (reference image + modification text
--> target image), in their distributed formats (``reference/datasets.md`` 6-8).
+-> target image), in their distributed formats (``docs/datasets.md``).
 
 Each reader returns a :class:`ComposedSplit`: the split's queries (reference image,
 modification texts, target image or the set of acceptable targets, category) and, per

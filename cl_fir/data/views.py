@@ -1,7 +1,7 @@
 """A second, randomly distorted view of a batch, made on the device.
 
 MCL-FIR's reference loader builds a RandomPerspective(0.4) view for the teacher (and then
-loses it to an argument bug, reference/mclfir.md 8.2). Here the view is a per-sample
+loses it to an argument bug, docs/strategies.md). Here the view is a per-sample
 random affine warp (rotation, scale, shear, translation) plus a random horizontal flip,
 applied to the already-normalised batch with ``affine_grid``/``grid_sample``: one
 vectorised operation on CPU or GPU, with no second trip through the data loader.

@@ -1,6 +1,6 @@
 """Reader for UT-Zappos50k in the Conditional Similarity Networks split (CSN, ASEN, AG-MAN).
 
-Layout (``reference/datasets.md`` section 4)::
+Layout (``docs/datasets.md``)::
 
     <data_root>/Zappos50k/                       (or <data_root> itself when it holds tripletlists/)
         filenames.json                           image paths relative to ut-zap50k-images/; the index is the id

@@ -1,4 +1,4 @@
-"""Clustering pieces of Divide and Conquer (``reference/dml_methods.md`` 1.1), as pure functions.
+"""Clustering pieces of Divide and Conquer (Sanakoyeu et al., TPAMI 2021), as pure functions.
 
 * :func:`kmeans` -- faiss k-means (niter 100, nredo 1, no subsampling), seeded.
 * :func:`valid_clusters` -- which clusters can train a metric loss: at least two values

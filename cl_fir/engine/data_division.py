@@ -1,4 +1,4 @@
-"""Data division for heads that split the data (Divide and Conquer; ``reference/dml_methods.md`` 1.1).
+"""Data division for heads that split the data (Divide and Conquer; Sanakoyeu et al., TPAMI 2021).
 
 When the model's heads set ``divides_data`` (:class:`~cl_fir.models.dnc_head.DivideAndConquerHead`),
 the training loop hands every epoch's ``(dataset, batch sampler)`` to

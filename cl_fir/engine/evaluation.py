@@ -35,9 +35,9 @@ class IncrementEvaluation:
                            self.dist, self.cost)
 
     def store_centroids(self, own: dict | None, model, increments: list[int]) -> None:
-        """Class centroids of the tasks trained in this increment, kept frozen afterwards
-        (``reference/modc_asenpp.md`` 3.2): the strategy's ``own`` when it keeps some (MODC's
-        online centroids), else the class means of their labelled training images ("stored")."""
+        """Class centroids of the tasks trained in this increment, kept frozen afterwards (for
+        MODC's prioritised retrieval, docs/metrics.md): the strategy's ``own`` when it keeps some
+        (MODC's online centroids), else the class means of their labelled training images ("stored")."""
         self.task_centroids.update(own if own is not None else self.class_means(model, increments))
 
     def evaluate(self, model, increment_index: int) -> dict:

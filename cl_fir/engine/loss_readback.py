@@ -35,6 +35,9 @@ class LossReadback:
     def __init__(self, on_non_finite: Callable[[float, object], None], deferred: bool = False):
         self.on_non_finite = on_non_finite
         self.deferred = deferred
+        #: called with ``(value, where)`` for every finite value, once per step and in step
+        #: order (experiment trackers listen here; see ``cl_fir/report/tensorboard_log.py``)
+        self.listener: Callable[[float, object], None] | None = None
         self._pending: tuple[torch.Tensor, object, object] | None = None
         self.reset()
 
@@ -83,6 +86,8 @@ class LossReadback:
         if not math.isfinite(value):
             self._pending = None
             self.on_non_finite(value, where)
+        elif self.listener is not None:
+            self.listener(value, where)
         self.total += value
         self.count += 1
         self.latest = value

@@ -1,6 +1,6 @@
 """Metric-learning and generalisation statistics of an embedding, as pure functions.
 
-Definitions follow ``reference/dml_methods.md`` 2.3 (Roth et al. ICML'20, as CRT reports
+Definitions follow Roth et al., ICML 2020 ("Revisiting Training Strategies", as CRT reports
 them) and pytorch-metric-learning's MAP@R:
 
 * **NMI**: k-means with as many clusters as labels (fixed seed), then the normalised

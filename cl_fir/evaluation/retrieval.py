@@ -6,7 +6,7 @@ or float64 when the query embeddings are float64 (the benchmark ranks float64 em
 so that it can compare values with an independent scorer exactly); float32 can order two
 near-tied candidates differently from float64 (evaluation uses float32).
 
-* **AP** (ASEN protocol, ``reference/datasets.md`` 5): the sum of precision@i over the
+* **AP** (ASEN protocol, ``docs/metrics.md``): the sum of precision@i over the
   relevant positions i, divided by the number R of relevant candidates in the whole
   gallery. ``k`` truncates the sum at rank k but keeps the divisor R (the ASEN scorer's
   MAP@k). A query with no relevant candidate scores 0 and still counts.
@@ -16,7 +16,7 @@ near-tied candidates differently from float64 (evaluation uses float32).
   sum of precision@i over relevant positions i <= R, divided by R; queries ranked against
   the candidates (ASEN's layout). :func:`leave_one_out_ap_at_r` is pytorch-metric-learning's
   layout instead: one set, each item ranked against all the others.
-* **MODC's conventions** (``reference/modc_asenpp.md`` 1.6, inferred from its tables):
+* **MODC's conventions** (``docs/metrics.md``, inferred from its tables):
   AP@k divided by the number of relevant candidates *found in the top k* (0 when none),
   and recall@k as the share of the query's R relevant candidates found in the top k.
 """
@@ -54,7 +54,7 @@ def retrieval_scores(query_emb, query_labels, cand_emb, cand_labels, ap_ks: Sequ
 
     ``priority = (query_class (n_q,), candidate_top (n_c, k))`` ranks first, for each query,
     the candidates whose top-k clusters contain the query's class (MODC's prioritised
-    retrieval, ``reference/modc_asenpp.md`` 1.5), each group by similarity: the scores of
+    retrieval, ``docs/metrics.md``), each group by similarity: the scores of
     those candidates are raised by 3, above any cosine, which keeps the order inside groups.
 
     Returns ``{"ap": {k: array}, "recall": {k: array}}`` with one value per query

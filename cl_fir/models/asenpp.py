@@ -1,6 +1,6 @@
 """ASEN++ (Dong et al., TIP 2021): a global and a local attribute-specific branch.
 
-Following ``reference/modc_asenpp.md`` 2.1-2.3 (read from the released code):
+Following the released ASEN++ code (architecture, losses and recipe):
 
 * global branch: the shared backbone's feature map and an attribute-attention head (the
   ``asen`` head of this package, one per increment for multi-head strategies);

@@ -5,7 +5,7 @@ For an image feature ``x`` (B, D) and a text feature ``t`` (B, T), with ``z = [x
 output ``w_gate * gate * x + w_res * residual`` with the learnable weights initialised to
 TIRG's (1, 10). Chosen as the baseline because it is the reference every composed
 retrieval paper reports, it is small, and it composes any image and text features
-(paper 003's CoSMo transformer compositor works on the layer-4 map and needs the
+(CoSMo's transformer compositor, Lee et al. CVPR 2021, works on the layer-4 map and needs the
 2048-channel ResNet-50 map; it is left for later).
 """
 

@@ -1,4 +1,4 @@
-"""Coded Residual Transform head (Kan et al., NeurIPS'22; ``reference/dml_methods.md`` 2).
+"""Coded Residual Transform head (Kan et al., NeurIPS 2022).
 
 For a feature map ``X`` (B, C, H, W) and an attribute ``a``:
 

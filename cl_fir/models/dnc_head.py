@@ -1,5 +1,5 @@
 """Divide and Conquer as an embedding head (Sanakoyeu et al., CVPR'19 / TPAMI'21;
-``reference/dml_methods.md`` 1).
+docs/strategies.md).
 
 The head wraps a base attribute-conditioned head (``base = "asen"`` or ``"crt"``) whose
 output ``e`` is split into learned masked subspaces, one set per attribute:

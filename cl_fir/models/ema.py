@@ -3,7 +3,7 @@
 After every optimizer step: ``theta_T <- m * theta_T + (1 - m) * theta_S`` for parameters
 and floating-point buffers (BatchNorm running statistics); integer buffers are copied.
 The teacher is frozen and always in eval mode (the MCL-FIR reference code never called
-its EMA update and ran the teacher in train mode; see reference/mclfir.md 8.1).
+its EMA update and ran the teacher in train mode; see docs/strategies.md).
 """
 
 from __future__ import annotations

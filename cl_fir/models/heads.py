@@ -1,6 +1,6 @@
 """Attribute-conditioned embedding head in the style of ASEN_v2.
 
-Following ``reference/dml_methods.md`` 4.2 and ``reference/mclfir.md`` 2.3, for a
+Following ASEN_v2 (Ma et al., AAAI 2020, released code) and MCL-FIR's variant of it, for a
 feature map ``X`` (B, C, H, W) and an attribute ``a``:
 
 * a learned attribute embedding ``e = E[a]`` (ASEN_v2: one table shared by both attentions);

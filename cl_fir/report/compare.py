@@ -101,7 +101,7 @@ def objective(run: LoadedRun) -> str:
 #: Settings that identify a run (or where it lives) rather than define the experiment.
 RUN_IDENTITY = ("seed", "run_id", "output_dir", "data_root", "cache_dir", "scenario", "strict", "deterministic")
 #: Flattened settings that change how a run is kept or executed, not what it computes.
-BOOKKEEPING = ("train.checkpoint_every", "train.compile")
+BOOKKEEPING = ("train.checkpoint_every", "train.compile", "log")
 
 
 def _flatten(cfg: dict, prefix: str = "") -> dict[str, object]:

@@ -1,6 +1,6 @@
 """Every use of avalanche-lib 0.6.0 goes through this module.
 
-Known breakages on current torch (``reference/avalanche.md`` section 3.1) are worked
+Known breakages of avalanche-lib 0.6.0 on current torch (listed below) are worked
 around here, locally, instead of patching avalanche globally:
 
 * ``import avalanche`` warns that no QP solver is installed (only GEM needs one): the
@@ -30,7 +30,7 @@ def _avalanche():
 
 def import_before_distributed_init() -> None:
     """Import Avalanche before ``init_process_group``: importing it creates default loggers,
-    which raise on ranks other than 0 once a process group exists (reference/avalanche.md 5.2)."""
+    which raise on ranks other than 0 once a process group exists (avalanche-lib 0.6.0)."""
     _avalanche()
 
 

@@ -10,8 +10,8 @@ two captions); the reference is removed from its own ranking when it is in the g
 
 Readers: ``synth-cir`` (generated, offline), ``fashioniq``, ``shoes``, ``fashion200k``.
 ``[dataset] gallery = "split" | "val"`` picks FashionIQ's gallery rule and ``shared_images
-= "keep" | "drop"`` the handling of the ASINs shared by shirt and toptee (reference/datasets.md
-6.4-6.5). Shoes and Fashion200k rank every category's queries against the whole
+= "keep" | "drop"`` the handling of the ASINs shared by shirt and toptee (docs/datasets.md,
+FashionIQ). Shoes and Fashion200k rank every category's queries against the whole
 evaluation gallery (ARTEMIS's and TIRG's rule); on Fashion200k every image with the
 target's caption is a correct answer, and training uses the first of them.
 """

@@ -16,7 +16,7 @@ takes a path). Its sections:
     ``"decode"``: how every used image is checked before training (see
     :mod:`cl_fir.data.image_check`).
 ``[increments]``
-    ``groups = N`` (contiguous equal groups in meta order, reference/mclfir.md 1.1) or
+    ``groups = N`` (contiguous equal groups in meta order, docs/scenarios.md) or
     ``attributes = [["a", "b"], ["c"], ...]`` (explicit, by attribute name).
 ``[model]``, ``[train]``, ``[loss]``, ``[eval]``, ``[transforms]``
     defaults for the run configuration (see :mod:`cl_fir.config`).

@@ -1,6 +1,6 @@
 """``cl-fir data verify``: is a dataset on disk usable, and what would a run skip?
 
-Checks the layout, compares line counts with the published split (``reference/datasets.md``),
+Checks the layout, compares line counts with the published split (``docs/datasets.md``),
 parses every label file collecting *all* problems (out-of-range labels, malformed and
 duplicate lines, each with file and line), checks every listed image (by default it
 decodes them fully), and works out what a run would skip. The dataset is *usable* when
@@ -25,7 +25,7 @@ from cl_fir.errors import CLFirError, ConfigError
 from cl_fir.scenario.spec import available_scenarios, load_spec
 
 #: Published line counts (non-empty lines), verified on the released split files
-#: (reference/datasets.md 1.3, 2.2, 3.3). DARN's and DeepFashion's train lists are not
+#: (docs/datasets.md). DARN's and DeepFashion's train lists are not
 #: published in a verified form and are not compared.
 EXPECTED_LINES = {
     "FashionAI": {"filenames_train.txt": 144_335, "label_train.txt": 144_335,
@@ -39,7 +39,7 @@ EXPECTED_LINES = {
                     "query_valid.txt": 5_525, "candidate_valid.txt": 22_100,
                     "query_test.txt": 5_525, "candidate_test.txt": 22_100},
     "Zappos50k": {"filenames.json": 50_025},
-    # composed retrieval (reference/datasets.md 6.3, 7.3, 8.2): JSON files count entries
+    # composed retrieval (docs/datasets.md): JSON files count entries
     "FashionIQ": {**{f"captions/cap.{c}.{s}.json": n for c, counts in
                      {"dress": (5_985, 2_017, 2_024), "shirt": (5_988, 2_038, 2_038),
                       "toptee": (6_027, 1_961, 2_056)}.items() for s, n in zip(("train", "val", "test"), counts)},
@@ -283,7 +283,7 @@ def _verify_composed(root: Path, key: str, level, cache_dir, progress_factory) -
     report = VerifyReport(key, str(folder), level)
     log = report.problems
     if not folder.is_dir():
-        report.unusable.append(f"{folder} is not a folder (expected the {key} layout, reference/datasets.md)")
+        report.unusable.append(f"{folder} is not a folder (expected the {key} layout, docs/datasets.md)")
         return report
     for name, expected in EXPECTED_LINES[key].items():
         if "*" in name:

@@ -1,6 +1,6 @@
 """MODC: multi-task online deep clustering (ECCV 2022), in the continual setting.
 
-Every formula here is our reconstruction (reference/modc_asenpp.md 1.4): the MODC main
+Every formula here is our reconstruction (docs/strategies.md): the MODC main
 text is not available, its supplement fixes only the stages. Per increment the epochs go
 through the stages of :data:`cl_fir.strategies.modc.clustering.STAGES`, each adding a term:
 

@@ -1,4 +1,4 @@
-"""The parts of MODC's online deep clustering (reference/modc_asenpp.md 1.3-1.4).
+"""The parts of MODC's online deep clustering (our reconstruction; docs/strategies.md).
 
 The MODC main text is not available; the supplement fixes which losses are active in
 which stage but gives no formula. Everything below is **our reconstruction** (the notes'
