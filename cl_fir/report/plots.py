@@ -169,7 +169,7 @@ def cost_vs_quality(experiments: list[dict], dest: Path) -> list[Path]:
     training's budget curve, when measured, is a line through its budgets with its band."""
     plt = _pyplot()
     scenarios = sorted({e["scenario"] for e in experiments})
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(7 * len(scenarios), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(9.5 * len(scenarios), 5), squeeze=False)
     for ax, scenario in zip(axes[0], scenarios):
         everything = [e for e in experiments if e["scenario"] == scenario]
         curve = sorted((e for e in everything if e.get("budget_reference")), key=lambda e: e["train_flops"])
@@ -189,8 +189,7 @@ def cost_vs_quality(experiments: list[dict], dest: Path) -> list[Path]:
             yerr = exp.get("final_ci", np.nan)
             ax.errorbar([c], [q], xerr=None if np.isnan(xerr) else [[xerr], [xerr]],
                         yerr=None if np.isnan(yerr) else [[yerr], [yerr]], fmt="*" if k in front else "o",
-                        markersize=9 if k in front else 6, capsize=3, zorder=3)
-            ax.annotate(exp["label"], (c, q), textcoords="offset points", xytext=(5, 4), fontsize=8)
+                        markersize=9 if k in front else 6, capsize=3, zorder=3, label=exp["label"])
         ordered = sorted((points[k] for k in front), key=lambda p: p[0])
         if len(ordered) > 1:
             ax.plot([p[0] for p in ordered], [p[1] for p in ordered], "--", color="grey", linewidth=0.8,
@@ -200,7 +199,7 @@ def cost_vs_quality(experiments: list[dict], dest: Path) -> list[Path]:
         ax.set_ylabel(f"final {everything[0]['metric']} (%)")
         ax.set_title(f"{scenario}: quality against cost (bars: 95% intervals over seeds)", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))   # names beside, not over, the points
     fig.tight_layout()
     return _save(fig, dest, "cost_vs_quality")
 
