@@ -26,6 +26,16 @@ def _tutorial_blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", (DOCS / "tutorial.md").read_text(), flags=re.S)
 
 
+def test_the_strategy_example_in_extending_md_runs_from_its_file(tiny_scenario, tmp_path):
+    (code,) = re.findall(r"```python\n(.*?)```", (DOCS / "extending.md").read_text(), flags=re.S)
+    path = tmp_path / "my_method.py"
+    path.write_text(code)
+    loop = build_loop(resolve_config(f"{path}:MyMethod", str(tiny_scenario), {"train.epochs": 1},
+                                     output_dir=str(tmp_path / "out"), seed=1))
+    loop.run(0, 1)
+    assert float(loop.context.loss_terms["l2"].detach()) > 0
+
+
 @pytest.fixture
 def tutorial_file(tmp_path) -> Path:
     code, _ = _tutorial_blocks("python")
