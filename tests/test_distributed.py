@@ -208,6 +208,7 @@ def test_torchrun_two_processes_match_one(tiny_scenario, tmp_path):
         torch.testing.assert_close(fishers[1][name], f, rtol=1e-3, atol=1e-9 + 1e-3 * f.abs().max().item())
 
 
+@pytest.mark.slow   # 20 s each; `make test` keeps the core two-process equality test
 def test_torchrun_runs_the_composed_family_with_distillation(tmp_path, cache_dir):
     """lwf on composed triplets under torchrun: shards of triplets, gathered queries and
     targets, distillation on each rank's own rows. Its per-increment compositor heads keep
@@ -248,6 +249,7 @@ def test_sync_batchnorm_leaves_routed_heads_alone():
     assert isinstance(single.heads[0], RankSyncedStatistics)
 
 
+@pytest.mark.slow   # 20 s each; `make test` keeps the core two-process equality test
 def test_torchrun_runs_asenpp_with_each_branch_loss_over_the_whole_batch(tiny_scenario, tmp_path):
     """ASEN++ under torchrun: each branch's embeddings are gathered for its loss, and the
     local backbone runs once per batch on every rank, so its BatchNorm is synchronised like
@@ -266,6 +268,7 @@ def test_torchrun_runs_asenpp_with_each_branch_loss_over_the_whole_batch(tiny_sc
     assert np.nanmax(np.abs(m1 - m2)) < 10.0 and abs(np.nanmean(m1) - np.nanmean(m2)) < 3.0
 
 
+@pytest.mark.slow   # 20 s each; `make test` keeps the core two-process equality test
 def test_torchrun_runs_modc_through_every_stage(tmp_path, cache_dir):
     """modc under torchrun: batches mixing doublets and view pairs are sharded like any
     doublet batch; the loss, the pseudo-labels and the centroid updates see the gathered
