@@ -19,7 +19,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 
 def kmeans(x: np.ndarray, k: int, seed: int, niter: int = 100) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +70,8 @@ def relabel_by_overlap(new: np.ndarray, previous: np.ndarray, k: int, cost: str 
         c = -np.divide(a, union, out=np.zeros_like(a), where=union > 0)
     else:
         raise ValueError(f"relabel cost must be 'symdiff' or 'iou', got {cost!r}")
+    from scipy.optimize import linear_sum_assignment   # here: importing scipy.optimize costs 0.4 s per process
+
     rows, cols = linear_sum_assignment(c)
     mapping = np.empty(k, dtype=np.int64)
     mapping[rows] = cols
@@ -92,6 +93,8 @@ def relabel_by_centroids(new: np.ndarray, x: np.ndarray, stored: np.ndarray) -> 
     """``new`` relabelled to the stored centroids (k, d) by maximal total cosine similarity."""
     k = stored.shape[0]
     sim = centroids_of(x, new, k) @ stored.T
+    from scipy.optimize import linear_sum_assignment
+
     rows, cols = linear_sum_assignment(-sim)
     mapping = np.empty(k, dtype=np.int64)
     mapping[rows] = cols
