@@ -33,17 +33,17 @@ def augment_target_features(f_t: torch.Tensor, alpha_scale: float = 1.0, beta_sc
     return alpha * fbar + beta
 
 
-def batch_classification_loss(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def batch_classification_loss(queries: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
     """Cross-entropy of ``queries @ targets.T`` against the diagonal (InfoNCE with the raw dot
-    product as logit, the MGUR code's ``batch_based_classification_loss``)."""
+    product as logit, the MGUR code's ``batch_based_classification_loss``); ``reduction="none"``
+    gives it per query (B,)."""
     logits = queries.float() @ targets.float().t()
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device))
+    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device), reduction=reduction)
 
 
 def batch_classification_terms(queries: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """:func:`batch_classification_loss` per query (B,)."""
-    logits = queries.float() @ targets.float().t()
-    return F.cross_entropy(logits, torch.arange(logits.shape[0], device=logits.device), reduction="none")
+    return batch_classification_loss(queries, targets, reduction="none")
 
 
 def uncertainty_gamma(epoch: int, total_epochs: int, gamma0: float = 1.0) -> float:
@@ -56,17 +56,7 @@ def uncertainty_regularised_terms(f_s: torch.Tensor, f_t: torch.Tensor, gamma: f
                                   noise: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """:func:`uncertainty_regularised_loss` per query (B,): the cross-entropies per query, the
     batch-wide terms (the spread ``s`` or ``sigma``) in every query's term; their mean is the loss."""
-    if form not in ("code", "paper"):
-        raise ValueError(f"uncertainty loss form must be 'code' or 'paper', got {form!r}")
-    fhat = augment_target_features(f_t, alpha_scale, beta_scale, noise)
-    ce_u = batch_classification_terms(f_s, fhat)
-    if form == "code":
-        s = fhat.std()
-        l_u = 0.5 * (torch.exp(-s) * ce_u + s)
-    else:
-        var = f_t.float().var()
-        l_u = ce_u / (2 * var) + 0.5 * torch.log(var)
-    return gamma * l_u + (1.0 - gamma) * batch_classification_terms(f_s, f_t)
+    return _uncertainty_regularised(f_s, f_t, gamma, form, alpha_scale, beta_scale, noise, reduction="none")
 
 
 def uncertainty_regularised_loss(f_s: torch.Tensor, f_t: torch.Tensor, gamma: float, form: str = "code",
@@ -80,17 +70,22 @@ def uncertainty_regularised_loss(f_s: torch.Tensor, f_t: torch.Tensor, gamma: fl
     * ``form = "paper"`` (eq. 7 literally): ``sigma = std(f_t)``,
       ``L_u = CE(f_s, fhat) / (2 sigma^2) + log(sigma^2) / 2``.
     """
+    return _uncertainty_regularised(f_s, f_t, gamma, form, alpha_scale, beta_scale, noise, reduction="mean")
+
+
+def _uncertainty_regularised(f_s, f_t, gamma, form, alpha_scale, beta_scale, noise, reduction: str) -> torch.Tensor:
+    """The loss with its cross-entropies reduced by ``reduction`` ("mean": the loss; "none": per query)."""
     if form not in ("code", "paper"):
         raise ValueError(f"uncertainty loss form must be 'code' or 'paper', got {form!r}")
     fhat = augment_target_features(f_t, alpha_scale, beta_scale, noise)
-    ce_u = batch_classification_loss(f_s, fhat)
+    ce_u = batch_classification_loss(f_s, fhat, reduction)
     if form == "code":
         s = fhat.std()
         l_u = 0.5 * (torch.exp(-s) * ce_u + s)
     else:
         var = f_t.float().var()
         l_u = ce_u / (2 * var) + 0.5 * torch.log(var)
-    return gamma * l_u + (1.0 - gamma) * batch_classification_loss(f_s, f_t)
+    return gamma * l_u + (1.0 - gamma) * batch_classification_loss(f_s, f_t, reduction)
 
 
 @register_loss("infonce", family="composed")
