@@ -59,16 +59,32 @@ class _GuardedFile:
 
 
 @contextmanager
-def atomic_file(path: str | os.PathLike, verify: Callable[[Path], None] | None = None) -> Iterator[_GuardedFile]:
-    """Yield a binary file writing a temporary next to ``path``; on success it is flushed to
-    disk, checked by ``verify(temporary_path)`` if given, and renamed onto ``path``."""
-    target = Path(path)
+def _temporary_beside(target: Path) -> Iterator[tuple[int, Path]]:
+    """An open descriptor and the path of a new temporary file next to ``target``, readable like
+    any file; the body renames it into place. A failed write (OSError) becomes one
+    :class:`OutputError` naming ``target``; the temporary never outlives the block."""
     tmp: Path | None = None
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         tmp = Path(tmp_name)
         os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; results should be readable like any file
+        yield fd, tmp
+    except OutputError:
+        raise
+    except OSError as exc:
+        raise output_error(target, exc) from None
+    finally:
+        if tmp is not None and tmp.exists():
+            tmp.unlink()
+
+
+@contextmanager
+def atomic_file(path: str | os.PathLike, verify: Callable[[Path], None] | None = None) -> Iterator[_GuardedFile]:
+    """Yield a binary file writing a temporary next to ``path``; on success it is flushed to
+    disk, checked by ``verify(temporary_path)`` if given, and renamed onto ``path``."""
+    target = Path(path)
+    with _temporary_beside(target) as (fd, tmp):
         with os.fdopen(fd, "wb") as raw:
             fh = _GuardedFile(raw, target)
             try:
@@ -82,13 +98,6 @@ def atomic_file(path: str | os.PathLike, verify: Callable[[Path], None] | None =
         if verify is not None:
             verify(tmp)
         os.replace(tmp, target)
-    except OutputError:
-        raise
-    except OSError as exc:
-        raise output_error(target, exc) from None
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
 
 
 @contextmanager
@@ -96,24 +105,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path`` for a writer that opens files itself; rename it
     onto ``path`` on success."""
     target = Path(path)
-    tmp: Path | None = None
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    with _temporary_beside(target) as (fd, tmp):
         os.close(fd)
-        tmp = Path(tmp_name)
-        os.chmod(tmp, 0o666 & ~_umask())
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, target)
-    except OutputError:
-        raise
-    except OSError as exc:
-        raise output_error(target, exc) from None
-    finally:
-        if tmp is not None and tmp.exists():
-            tmp.unlink()
 
 
 def _umask() -> int:
