@@ -24,6 +24,22 @@ err = Console(stderr=True, soft_wrap=True)
 _state = {"debug": False}
 
 
+def open_consoles() -> None:
+    """Make the two consoles again. A console decides on colours and width when it is made,
+    from the streams of that moment; a process that sends its streams elsewhere afterwards
+    (a sweep's cell, :func:`run_in_fork`) calls this so its log gets plain text."""
+    global out, err
+    out = Console(soft_wrap=True)
+    err = Console(stderr=True, soft_wrap=True)
+
+
+def run_in_fork(args: list[str]) -> None:
+    """``cl-fir <args>`` in a process forked by a sweep's fork server
+    (:mod:`cl_fir.runtime.fork_server`), whose streams now go to the cell's log."""
+    open_consoles()
+    app(args=args, prog_name="cl-fir")
+
+
 def guarded(fn):
     """Turn user errors into one clear line and a non-zero exit."""
 

@@ -1,6 +1,8 @@
 """``cl-fir sweep``: every (strategy, scenario, seed) cell as its own ``cl-fir run`` process.
 
-One process per cell, so a crash or a bad option in one cell never stops the others.
+One process per cell, so a crash or a bad option in one cell never stops the others; on
+Linux and macOS each is forked from a server that has imported torch and the other large
+libraries once (:mod:`cl_fir.runtime.fork_server`), so a cell starts without their import time.
 Before a cell starts its folder is looked at: a complete run is skipped, a run with a
 checkpoint is resumed (``--resume``), anything else starts afresh. Logs go to
 ``<output-dir>/sweep_logs/``; the sweep ends with ``compare`` over its cells, skipping
@@ -14,7 +16,7 @@ out, ``cores // jobs`` torch threads per cell (``OMP_NUM_THREADS``, unless alrea
 more threads than cores make every thread wait at each parallel step (measured here: a
 2-thread run next to 2 others trained 10x slower than with 1 thread).
 
-Backends: ``local`` (a pool of ``--jobs`` subprocesses on this machine) and ``ray`` (each
+Backends: ``local`` (``--jobs`` cell processes at a time on this machine) and ``ray`` (each
 cell is a Ray task that runs the same command on a worker; install the extra
 ``cl-fir[ray]`` and point ``--ray-address`` or ``RAY_ADDRESS`` at a cluster whose workers
 have cl-fir installed and see the same output folder, e.g. a shared file system).
@@ -22,8 +24,8 @@ have cl-fir installed and see the same output folder, e.g. a shared file system)
 
 from __future__ import annotations
 
+import contextlib
 import os
-import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -32,8 +34,18 @@ from pathlib import Path
 
 from cl_fir.files import readback
 from cl_fir.errors import CLFirError, ConfigError
+from cl_fir.runtime.fork_server import WarmStarter, run_subprocess
 
 BACKENDS = ("local", "ray")
+#: a cell's command line in a fresh interpreter (the Ray backend, or where there is no fork)
+COLD_COMMAND = [sys.executable, "-m", "cl_fir"]
+
+
+def warm_starter() -> WarmStarter:
+    """The fork server for local cells: torch, torchvision, timm, avalanche-lib and the
+    runner imported once; each cell runs the command line as ``cl-fir`` would."""
+    return WarmStarter(preload=["cl_fir.runtime.warm_imports", "cl_fir.runner"], entry="cl_fir.cli:run_in_fork",
+                       cold=COLD_COMMAND)
 
 
 @dataclass
@@ -95,20 +107,13 @@ def _action(run_dir: Path) -> str:
 
 
 def command(cell: Cell, sweep: SweepPlan) -> list[str]:
-    base = [sys.executable, "-m", "cl_fir", "run", "--quiet"]
+    """The cell's ``cl-fir`` arguments."""
+    base = ["run", "--quiet"]
     if cell.action == "resume":
         return base + ["--resume", str(cell.run_dir)]
     return base + ["--strategy", cell.strategy, "--scenario", cell.scenario, "--seed", str(cell.seed),
                    "--output-dir", str(sweep.output_dir), "--run-id", cell.run_dir.name, "--overwrite",
                    *sweep.extra_args, *cell.extra_args]
-
-
-def _run_local(cmd: list[str], log: Path, threads: int | None = None) -> int:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    if threads is not None:
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-    with open(log, "w", encoding="utf-8") as fh:
-        return subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
 
 
 def threads_per_cell(jobs: int) -> int:
@@ -153,15 +158,16 @@ def execute(sweep: SweepPlan, jobs: int = 1, backend: str = "local", ray_address
         if on_update:
             on_update(cell, sweep.cells)
         start = time.perf_counter()
-        cmd = command(cell, sweep)
-        rc = runner(cmd, cell.log) if runner else _run_local(cmd, cell.log, threads)
+        args = command(cell, sweep)
+        rc = runner(args, cell.log) if runner else starter.run(args, cell.log, threads)
         cell.seconds = time.perf_counter() - start
         cell.status = "complete" if rc == 0 else "failed"
         if rc != 0:
             cell.message = _last_error(cell.log) or f"exit code {rc}"
         return cell
 
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    with warm_starter() if runner is None and todo else contextlib.nullcontext() as starter, \
+            ThreadPoolExecutor(max_workers=jobs) as pool:
         for future in as_completed([pool.submit(one, c) for c in todo]):
             cell = future.result()
             if on_update:
@@ -190,11 +196,11 @@ def _ray_runner(address: str | None):
                  **({} if address else {"num_cpus": os.cpu_count()}))
 
     @ray.remote(num_cpus=1)
-    def run_cell(cmd: list[str], log: str) -> int:
-        return _run_local(cmd, Path(log))
+    def run_cell(args: list[str], log: str) -> int:
+        return run_subprocess(COLD_COMMAND + args, Path(log))
 
-    def run(cmd: list[str], log: Path) -> int:
-        return ray.get(run_cell.remote(cmd, str(log)))
+    def run(args: list[str], log: Path) -> int:
+        return ray.get(run_cell.remote(args, str(log)))
 
     return run
 
