@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from cl_fir.runtime.fork_server import run_subprocess
+from cl_fir.runtime.fork_server import WarmStarter, run_subprocess
 from cl_fir.sweep import COLD_COMMAND, threads_per_cell, warm_starter
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fork server needs os.fork")
@@ -53,3 +53,15 @@ def test_without_a_server_commands_run_as_subprocesses(tmp_path, monkeypatch):
         assert starter._server is None
         assert starter.run(["run", "--no-such-option"], tmp_path / "nofork.log") == 2
     assert "No such option" in (tmp_path / "nofork.log").read_text()
+
+
+def test_a_server_whose_imports_initialise_cuda_does_not_fork(tmp_path, monkeypatch):
+    """A child forked after CUDA was initialised could not use it: such a server stops at
+    once and the commands run in fresh interpreters."""
+    (tmp_path / "cuda_at_import.py").write_text("import torch\ntorch.cuda.is_initialized = lambda: True\n")
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with WarmStarter(["cuda_at_import"], "cl_fir.cli:run_in_fork", COLD_COMMAND) as starter:
+        starter._server.wait(timeout=120)
+        assert starter.run(["run", "--no-such-option"], tmp_path / "cold.log") == 2
+    assert "No such option" in (tmp_path / "cold.log").read_text()
+

@@ -10,7 +10,8 @@ modules once and then forks one child per command; the child calls the ``entry``
 (``"module:function"``) with the command's arguments. Every command is still a separate
 process, with its own memory, log file and exit code, but it starts in milliseconds. The
 server only imports and forks: it runs no tensor code and no thread, so a child inherits
-no thread pool or lock it cannot use. A child leaves through the interpreter's exit
+no thread pool or lock it cannot use, and it never initialises CUDA (a child could not use
+it after the fork; should an import ever do so, the server stops and commands run cold). A child leaves through the interpreter's exit
 functions, as a process ending normally does.
 
 Protocol on the server's pipes, one line each: the parent writes
@@ -144,6 +145,9 @@ def serve(setup: str) -> None:
     config = json.loads(setup)
     for module in config["preload"]:
         importlib.import_module(module)
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        return   # a forked child could not use CUDA: the parent falls back to fresh interpreters
     running: dict[int, int] = {}   # pid -> request id
     pending = b""
     open_input = True
