@@ -402,6 +402,8 @@ def curves(
     = "100-102",
     tasks: Annotated[Optional[str], typer.Option(help="Comma-separated tasks (default: all of the scenario).")] = None,
     output_dir: Annotated[Path, typer.Option(help="Where curves.csv/.md/.png go.")] = Path("results/curves"),
+    split: Annotated[Optional[str], typer.Option(help="Evaluation split: valid (default: the curves are a design "
+                                                      "check, kept off the test split like tuning) or test.")] = None,
     set_: Annotated[Optional[list[str]], typer.Option("--set", help="Override a setting for every curve, e.g. "
                                                                     "model.weights=none (repeatable).")] = None,
     data_root: Annotated[Optional[Path], typer.Option(help="Root of real datasets (or CL_FIR_DATA).")] = None,
@@ -420,6 +422,9 @@ def curves(
     if data_root is not None:
         os.environ["CL_FIR_DATA"] = str(data_root)
     overrides = parse_assignments(set_, "--set")
+    split = split or str(overrides.pop("eval.split", "valid"))
+    if split not in ("valid", "test"):
+        raise CLFirError(f"--split: expected valid or test, got {split!r}")
     step_list = sorted({int(x) for x in _split(steps, "--steps")})
     if not step_list or step_list[0] < 0:
         raise CLFirError(f"--steps {steps!r}: expected non-negative step counts")
@@ -428,13 +433,14 @@ def curves(
     names = _split(tasks, "--tasks") if tasks else built.task_names
     budget = increment_budget(cfg)
     reporter = Reporter(console=err)
-    reporter.log(f"one increment's budget on {built.name}: {budget} steps; curves up to {max(step_list)} steps")
+    reporter.log(f"one increment's budget on {built.name}: {budget} steps; curves up to {max(step_list)} steps, "
+                 f"on the {split} split")
     points = []
     for seed in _parse_seeds(seeds):
         for task in names:
-            points += task_curve(scenario, task, step_list, seed, overrides, log=reporter.log)
+            points += task_curve(scenario, task, step_list, seed, overrides, log=reporter.log, split=split)
     metric = METRIC_LABELS.get(metric_names(cfg.eval, built.protocol)[0], "metric")
-    written = write_curves(points, budget, output_dir, metric)
+    written = write_curves(points, budget, output_dir, metric, split)
     out.print((output_dir / "curves.md").read_text(), highlight=False, markup=False)
     if budget in step_list:
         for task, r in plateau_report(points, budget).items():
@@ -451,7 +457,7 @@ def sweep(
     seeds: Annotated[str, typer.Option(help="Comma-separated seeds, or a range such as 0-2.")] = "0",
     output_dir: Annotated[Path, typer.Option(help="Results root for every cell.")] = Path("results"),
     jobs: Annotated[int, typer.Option(help="Cells run at the same time.")] = 1,
-    backend: Annotated[str, typer.Option(help="local (subprocesses here) or ray (Ray tasks; needs the optional "
+    backend: Annotated[str, typer.Option(help="local (processes on this machine) or ray (Ray tasks; needs the optional "
                                               "ray extra of cl-fir).")] = "local",
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address (or RAY_ADDRESS); default: "
                                                             "a local Ray instance.")] = None,

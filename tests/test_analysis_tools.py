@@ -23,6 +23,16 @@ def test_a_learning_curve_evaluates_at_each_requested_step(tiny_scenario, tmp_pa
     report = plateau_report(points, 3)["sleeve_length"]
     assert report["budget"] == points[-1].value and math.isclose(report["over_chance_at_budget"],
                                                                  points[-1].value - points[0].chance)
+    assert "on the valid split" in (tmp_path / "curves.md").read_text()
+
+
+def test_learning_curves_stay_on_the_valid_split_unless_asked(tiny_scenario):
+    """The curves inform the benchmark's design, so by default they never look at the test
+    split, whatever the scenario evaluates on."""
+    start = {split: task_curve(str(tiny_scenario), "sleeve_length", [0], seed=0, split=split)[0].value
+             for split in ("valid", "test")}
+    assert start["valid"] != start["test"]
+    assert task_curve(str(tiny_scenario), "sleeve_length", [0], seed=0)[0].value == start["valid"]
 
 
 def test_increment_budget_counts_optimizer_steps():
@@ -74,3 +84,17 @@ def test_tune_runs_every_configuration_on_the_valid_split_and_picks_the_best(tin
     config = json.loads((tmp_path / "tiny" / "lwf" / "kd_weight=0_seed100" / "config.json").read_text())
     assert config["eval"]["split"] == "valid" and config["strategy_options"]["kd_weight"] == 0
     assert "2 configurations x 1 tuning seeds" in result.output
+
+
+def test_curves_command_names_its_split_and_refuses_others(tiny_scenario, tmp_path):
+    from typer.testing import CliRunner
+
+    from cl_fir.cli import app
+
+    runner = CliRunner()
+    bad = runner.invoke(app, ["curves", "--scenario", str(tiny_scenario), "--split", "train"])
+    assert bad.exit_code == 2 and "--split: expected valid or test, got 'train'" in bad.output
+    res = runner.invoke(app, ["curves", "--scenario", str(tiny_scenario), "--steps", "0,1", "--seeds", "0",
+                              "--tasks", "sleeve_length", "--output-dir", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "on the valid split" in (tmp_path / "curves.md").read_text()

@@ -4,8 +4,9 @@ A continual benchmark can only compare strategies on tasks that its per-incremen
 lets a model learn. ``cl-fir curves`` checks that: for every task of a scenario it trains
 a fresh model (the scenario's starting weights, ``finetune``, the scenario's settings) on
 that task alone for up to ``max(steps)`` steps, at a constant learning rate, and evaluates
-it on the scenario's evaluation split at each requested step count (step 0 is the
-starting point). The budget of one increment, ``epochs x samples_per_epoch / batch_size``
+it at each requested step count (step 0 is the starting point) on the **valid** split by
+default: the curves are a design check of the benchmark (its budget, its learning rate),
+so, like tuning, they stay off the test split unless asked for. The budget of one increment, ``epochs x samples_per_epoch / batch_size``
 steps shared by the increment's tasks, is marked, so one reads off whether each task
 reaches its plateau within it.
 
@@ -42,8 +43,8 @@ def increment_budget(cfg) -> int:
 
 
 def task_curve(scenario: str, task: str, steps: list[int], seed: int, overrides: dict | None = None,
-               log: Callable[[str], None] = lambda _m: None) -> list[CurvePoint]:
-    """One task alone: the primary metric after each of ``steps`` optimizer steps."""
+               log: Callable[[str], None] = lambda _m: None, split: str = "valid") -> list[CurvePoint]:
+    """One task alone: the primary metric on ``split`` after each of ``steps`` optimizer steps."""
     from cl_fir.evaluation.evaluator import chance_levels, evaluate_tasks, metric_names
     from cl_fir.runner import build_loop, resolve_config
     from cl_fir.scenario import load_spec
@@ -56,6 +57,7 @@ def task_curve(scenario: str, task: str, steps: list[int], seed: int, overrides:
     cfg.train.samples_per_epoch = most * batch
     cfg.train.lr_step = most + 1            # constant learning rate over the curve
     cfg.eval.embedding_stats = cfg.eval.modc_metrics = False
+    cfg.eval.split = split
     cfg.train.checkpoint_every = 0
     path = _single_task_scenario(spec, task)
     cfg.scenario = str(path)
@@ -122,13 +124,13 @@ def curves_table(points: list[CurvePoint], budget: int) -> str:
     return markdown_table(header, body)
 
 
-def write_curves(points: list[CurvePoint], budget: int, dest: Path, metric: str) -> list[Path]:
+def write_curves(points: list[CurvePoint], budget: int, dest: Path, metric: str, split: str = "valid") -> list[Path]:
     dest.mkdir(parents=True, exist_ok=True)
     csv = "task,seed,steps,value,chance\n" + "".join(
         f"{p.task},{p.seed},{p.steps},{p.value:.4f},{p.chance:.4f}\n" for p in points)
     atomic_io.write_text(dest / "curves.csv", csv)
-    atomic_io.write_text(dest / "curves.md", f"{metric} (%) of each task trained alone, mean ± std over seeds; "
-                         f"one increment's budget: {budget} steps\n\n" + curves_table(points, budget) + "\n")
+    atomic_io.write_text(dest / "curves.md", f"{metric} (%) on the {split} split of each task trained alone, mean ± std "
+                         f"over seeds; one increment's budget: {budget} steps\n\n" + curves_table(points, budget) + "\n")
     import matplotlib
 
     matplotlib.use("Agg")
