@@ -65,3 +65,12 @@ def test_a_server_whose_imports_initialise_cuda_does_not_fork(tmp_path, monkeypa
         assert starter.run(["run", "--no-such-option"], tmp_path / "cold.log") == 2
     assert "No such option" in (tmp_path / "cold.log").read_text()
 
+
+
+def test_what_an_import_prints_does_not_disturb_the_replies(tmp_path, monkeypatch):
+    (tmp_path / "noisy_import.py").write_text('print("exit 0 0")\nprint("a banner")\n')
+    monkeypatch.setenv("PYTHONPATH", str(tmp_path))
+    with WarmStarter(["noisy_import"], "cl_fir.cli:run_in_fork", COLD_COMMAND) as starter:
+        assert starter.run(["run", "--no-such-option"], tmp_path / "warm.log") == 2
+        assert starter._server.poll() is None   # answered by the server, not by the cold fallback
+    assert "No such option" in (tmp_path / "warm.log").read_text()

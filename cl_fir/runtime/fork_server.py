@@ -105,16 +105,18 @@ class WarmStarter:
 
     def _read_replies(self) -> None:
         for line in self._server.stdout:
-            kind, request_id, *rest = line.split()
+            fields = line.split()
+            if len(fields) < 2 or not fields[1].isdigit() or fields[0] not in ("started", "exit"):
+                continue
             with self._lock:
-                slot = self._slots.get(int(request_id))
+                slot = self._slots.get(int(fields[1]))
                 if slot is None:
                     continue
-                if kind == "started":
+                if fields[0] == "started":
                     slot.started = True
-                elif kind == "exit":
-                    slot.code = int(rest[0])
-                    del self._slots[int(request_id)]
+                elif len(fields) == 3:
+                    slot.code = int(fields[2])
+                    del self._slots[int(fields[1])]
                     slot.done.set()
         with self._lock:   # the server is gone: release every waiting caller
             for slot in self._slots.values():
@@ -142,6 +144,9 @@ def serve(setup: str) -> None:
     an interrupt from the terminal reaches the children while the server stays to report
     their exit codes; each child restores Python's own handler."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    global _REPLIES
+    _REPLIES = os.dup(1)   # replies get a descriptor of their own; whatever an import prints goes to stderr
+    os.dup2(2, 1)
     config = json.loads(setup)
     for module in config["preload"]:
         importlib.import_module(module)
@@ -173,9 +178,12 @@ def serve(setup: str) -> None:
             _reply(f"exit {running.pop(pid)} {os.waitstatus_to_exitcode(status)}")
 
 
+_REPLIES = 1
+
+
 def _reply(line: str) -> None:
     try:
-        os.write(1, (line + "\n").encode())
+        os.write(_REPLIES, (line + "\n").encode())
     except OSError:   # the parent is gone; the children still finish their work
         pass
 
@@ -187,6 +195,7 @@ def _child(request: dict, entry: str) -> None:
     code = 1
     try:
         signal.signal(signal.SIGINT, signal.default_int_handler)
+        os.close(_REPLIES)   # only the server answers; the parent sees the pipe close when the server ends
         null = os.open(os.devnull, os.O_RDONLY)
         os.dup2(null, 0)
         os.close(null)
