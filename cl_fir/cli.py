@@ -581,7 +581,8 @@ def tune(
 def budget(
     scenario: Annotated[str, typer.Option(help="Scenario name or .toml path.")] = "synth-4inc",
     factors: Annotated[str, typer.Option(help="Budgets as factors of static's training at the last increment "
-                                              "(comma-separated, log-spaced; the largest at or past the plateau).")]
+                                              "(comma-separated numbers or fractions such as 1/16; log-spaced, the largest at or "
+                                              "past the plateau).")]
     = "0.0625,0.125,0.25,0.5,1,2,4",
     seeds: Annotated[str, typer.Option(help="Seeds (the reporting seeds of the strategies it is compared with).")]
     = "0-4",
@@ -600,10 +601,11 @@ def budget(
     from cl_fir.sweep import execute, prepare_scenarios
 
     overrides = parse_assignments(set_, "--set")
+    scale = _parse_factors(factors)
     root = str(data_root) if data_root else None
     base = static_final_doublets(scenario, overrides, root)
     batch = resolve_config("joint", scenario, overrides).train.batch_size
-    doublets = budgets([float(f) for f in _split(factors, "--factors")], base, batch)
+    doublets = budgets(scale, base, batch)
     extra = [a for item in (set_ or []) for a in ("--set", item)] + (["--data-root", root] if root else [])
     plan_ = plan_budgets(scenario, doublets, _parse_seeds(seeds), output_dir, extra)
     err.print(f"budget: joint training at {', '.join(map(str, doublets))} doublets (static's last training: {base}) "
@@ -628,6 +630,22 @@ def _split(text: str, option: str) -> list[str]:
     if not items:
         raise CLFirError(f"{option}: expected a comma-separated list, got {text!r}")
     return items
+
+
+def _parse_factors(text: str) -> list[float]:
+    """``0.25,1,2`` or ``1/16,1/4,1``: positive numbers or fractions."""
+    from fractions import Fraction
+
+    values = []
+    for item in _split(text, "--factors"):
+        try:
+            value = Fraction(item)
+        except (ValueError, ZeroDivisionError):
+            value = None
+        if value is None or value <= 0:
+            raise CLFirError(f"--factors: expected positive numbers or fractions such as 0.5 or 1/16, got {item!r}")
+        values.append(float(value))
+    return values
 
 
 def _parse_seeds(text: str) -> list[int]:
