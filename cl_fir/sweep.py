@@ -1,7 +1,7 @@
 """``cl-fir sweep``: every (strategy, scenario, seed) cell as its own ``cl-fir run`` process.
 
 One process per cell, so a crash or a bad option in one cell never stops the others; on
-Linux and macOS each is forked from a server that has imported torch and the other large
+Linux each is forked from a server that has imported torch and the other large
 libraries once (:mod:`cl_fir.runtime.fork_server`), so a cell starts without their import time.
 Before a cell starts its folder is looked at: a complete run is skipped, a run with a
 checkpoint is resumed (``--resume``), anything else starts afresh. Logs go to

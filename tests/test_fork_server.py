@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -13,7 +14,7 @@ import pytest
 from cl_fir.runtime.fork_server import WarmStarter, run_subprocess
 from cl_fir.sweep import COLD_COMMAND, threads_per_cell, warm_starter
 
-pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="the fork server needs os.fork")
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the fork server runs on Linux only")
 
 
 def _run_args(scenario, out, seed=0):

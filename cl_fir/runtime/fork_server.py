@@ -18,8 +18,9 @@ Protocol on the server's pipes, one line each: the parent writes
 ``{"id", "args", "log", "threads"}`` as JSON; the server answers ``started <id>`` after the
 fork and ``exit <id> <code>`` when the child ends (a negative code: killed by that
 signal). When the parent closes the server's input, the server waits for its children
-and exits. Where ``os.fork`` does not exist (Windows), or the server is gone, a command
-runs as the ``cold`` command line followed by its arguments instead.
+and exits. Outside Linux (Windows has no ``fork``; on macOS, forking after system
+frameworks are loaded is unsafe, which is why Python itself spawns there), or when the
+server is gone, a command runs as the ``cold`` command line followed by its arguments.
 """
 
 from __future__ import annotations
@@ -63,7 +64,7 @@ class WarmStarter:
         self._slots: dict[int, _Slot] = {}
         self._ids = itertools.count()
         self._server: subprocess.Popen | None = None
-        if hasattr(os, "fork"):
+        if hasattr(os, "fork") and sys.platform.startswith("linux"):
             setup = json.dumps({"preload": list(preload), "entry": entry})
             try:
                 self._server = subprocess.Popen(
