@@ -64,7 +64,7 @@ class WarmStarter:
         self._slots: dict[int, _Slot] = {}
         self._ids = itertools.count()
         self._server: subprocess.Popen | None = None
-        if hasattr(os, "fork") and sys.platform.startswith("linux"):
+        if sys.platform.startswith("linux"):
             setup = json.dumps({"preload": list(preload), "entry": entry})
             try:
                 self._server = subprocess.Popen(
@@ -81,7 +81,7 @@ class WarmStarter:
         slot = _Slot()
         with self._lock:
             request_id = next(self._ids)
-            sent = self._send({"id": request_id, "args": list(args), "log": str(log), "threads": threads}, request_id, slot)
+            sent = self._send({"id": request_id, "args": list(args), "log": str(log), "threads": threads}, slot)
         if sent:
             slot.done.wait()
             if slot.code is not None:
@@ -92,15 +92,15 @@ class WarmStarter:
                 return 255
         return run_subprocess(self.cold + list(args), log, threads)
 
-    def _send(self, request: dict, request_id: int, slot: _Slot) -> bool:
+    def _send(self, request: dict, slot: _Slot) -> bool:
         if self._server is None or self._server.poll() is not None:
             return False
-        self._slots[request_id] = slot
+        self._slots[request["id"]] = slot
         try:
             self._server.stdin.write(json.dumps(request) + "\n")
             self._server.stdin.flush()
         except (OSError, ValueError):
-            self._slots.pop(request_id, None)
+            self._slots.pop(request["id"], None)
             return False
         return True
 
